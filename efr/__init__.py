@@ -1,0 +1,3 @@
+"""Emotional-Facial-Recognition: crop, split, augment, train, evaluate and predict facial expressions."""
+
+__version__ = "0.1.0"

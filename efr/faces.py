@@ -1,0 +1,86 @@
+"""Face detection and cropping, shared by crop.py and predict.py.
+
+One code path for both stages, so that a face looks the same to the model at
+prediction time as it did in training.  Detection runs on a downscaled grey copy
+(Haar cascades gain nothing from RaFD's 681x1024 frames but time) and the box is
+mapped back to the full frame; the crop is a square around the face with a margin,
+clipped to the frame, resized to the training size.
+"""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from efr.errors import EFRError
+
+DEFAULT_IMAGE_SIZE = 256  # side of the square face crops and of the seed CNN's input
+DEFAULT_CASCADE = "haarcascade_frontalface_alt.xml"  # the original project's choice
+DEFAULT_MARGIN = 0.0  # extra border around the detected box, as a fraction of its side
+DETECT_MAX_SIDE = 512  # longest side of the copy the cascade runs on
+
+
+def cascade_path(name_or_path=DEFAULT_CASCADE):
+    """Resolve a cascade given as a file path or as a name bundled with OpenCV."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    bundled = Path(cv2.data.haarcascades) / path.name
+    if bundled.is_file():
+        return bundled
+    choices = sorted(p.name for p in Path(cv2.data.haarcascades).glob("haarcascade_frontalface*.xml"))
+    raise EFRError(f"Haar cascade {name_or_path!r} not found: give a file path or one of {', '.join(choices)}")
+
+
+def load_cascade(name_or_path=DEFAULT_CASCADE):
+    path = cascade_path(name_or_path)
+    cascade = cv2.CascadeClassifier(str(path))
+    if cascade.empty():
+        raise EFRError(f"{path}: not a valid Haar cascade XML file")
+    return cascade
+
+
+def detect_faces(cascade, image, max_side=DETECT_MAX_SIDE, scale_factor=1.1, min_neighbors=5, min_size=0.1):
+    """Detect faces in a BGR image; return boxes (x, y, w, h) in full-frame pixels, largest first.
+
+    ``min_size`` is the smallest face side as a fraction of the shorter image side.
+    """
+    grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    height, width = grey.shape
+    scale = min(1.0, max_side / max(height, width))
+    if scale < 1.0:
+        grey = cv2.resize(grey, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+    grey = cv2.equalizeHist(grey)
+    smallest = max(20, int(min(grey.shape) * min_size))
+    found = cascade.detectMultiScale(
+        grey, scaleFactor=scale_factor, minNeighbors=min_neighbors, minSize=(smallest, smallest)
+    )
+    boxes = [tuple(int(round(v / scale)) for v in box) for box in np.asarray(found).reshape(-1, 4)]
+    return sorted(boxes, key=lambda b: b[2] * b[3], reverse=True)
+
+
+def square_box(box, frame_shape, margin=DEFAULT_MARGIN):
+    """Grow ``box`` by ``margin`` into a square around its centre, kept inside the frame."""
+    x, y, w, h = box
+    frame_h, frame_w = frame_shape[:2]
+    side = int(round(max(w, h) * (1.0 + 2.0 * margin)))
+    side = min(side, frame_w, frame_h)
+    cx, cy = x + w / 2.0, y + h / 2.0
+    left = int(round(min(max(cx - side / 2.0, 0), frame_w - side)))
+    top = int(round(min(max(cy - side / 2.0, 0), frame_h - side)))
+    return left, top, side, side
+
+
+def center_box(frame_shape):
+    """The largest centred square: the fallback crop when no face is found."""
+    frame_h, frame_w = frame_shape[:2]
+    side = min(frame_h, frame_w)
+    return (frame_w - side) // 2, (frame_h - side) // 2, side, side
+
+
+def crop_square(image, box, size=DEFAULT_IMAGE_SIZE):
+    """Cut ``box`` (already square and inside the frame) and resize it to size x size."""
+    x, y, w, h = box
+    face = image[y : y + h, x : x + w]
+    interpolation = cv2.INTER_AREA if w >= size else cv2.INTER_CUBIC
+    return cv2.resize(face, (size, size), interpolation=interpolation)
