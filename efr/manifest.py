@@ -48,6 +48,9 @@ def write_manifest(dataset_dir, rows):
     writer = csv.DictWriter(buffer, fieldnames=FIELDS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
+        unknown = set(row) - set(FIELDS)
+        if unknown:
+            raise ValueError(f"manifest rows have no column(s) {', '.join(sorted(unknown))}")
         writer.writerow({field: "" if row.get(field) is None else row.get(field) for field in FIELDS})
     write_text_atomic(manifest_path(dataset_dir), buffer.getvalue())
 
