@@ -90,15 +90,16 @@ def read_image(path):
 
 
 @contextlib.contextmanager
-def atomic_path(path):
+def atomic_path(path, keep_suffix=False):
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
 
-    The temporary name keeps the final extension (Keras insists on ``.keras``) but
-    starts with a dot, so folder readers skip it.
+    The temporary name starts with a dot and ends in ``.partial``, so no folder reader
+    (ours or Keras') takes a half-written file for an image.  ``keep_suffix`` keeps the
+    final extension after that, for writers that insist on one (Keras wants ``.keras``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}{PARTIAL_SUFFIX}{path.suffix}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{PARTIAL_SUFFIX}" + (path.suffix if keep_suffix else ""))
     try:
         yield tmp
         os.replace(tmp, path)

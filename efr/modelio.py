@@ -24,7 +24,7 @@ def save_model(model, path, meta):
         raise ValueError("model metadata needs class_names")
     meta = dict(meta)
     meta.setdefault("image_size", list(model.input_shape[1:3]))
-    with atomic_path(path) as tmp:
+    with atomic_path(path, keep_suffix=True) as tmp:
         model.save(tmp)
         with zipfile.ZipFile(tmp, "a") as archive:
             archive.writestr(META_ENTRY, json.dumps(meta, indent=2))
