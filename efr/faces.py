@@ -18,6 +18,9 @@ DEFAULT_IMAGE_SIZE = 256  # side of the square face crops and of the seed CNN's 
 DEFAULT_CASCADE = "haarcascade_frontalface_alt.xml"  # the original project's choice
 DEFAULT_MARGIN = 0.0  # extra border around the detected box, as a fraction of its side
 DETECT_MAX_SIDE = 512  # longest side of the copy the cascade runs on
+DEFAULT_SCALE_FACTOR = 1.1  # cascade pyramid step (OpenCV's default)
+DEFAULT_MIN_NEIGHBORS = 5  # overlapping hits needed to accept a face (fewer: more false faces)
+DEFAULT_MIN_FACE = 0.1  # smallest face side, as a fraction of the image's shorter side
 
 
 def cascade_path(name_or_path=DEFAULT_CASCADE):
@@ -34,29 +37,58 @@ def cascade_path(name_or_path=DEFAULT_CASCADE):
 
 def load_cascade(name_or_path=DEFAULT_CASCADE):
     path = cascade_path(name_or_path)
-    cascade = cv2.CascadeClassifier(str(path))
+    try:
+        cascade = cv2.CascadeClassifier(str(path))
+    except (cv2.error, SystemError) as err:  # OpenCV 4.x raises SystemError for some bad files
+        raise EFRError(f"{path}: not a valid Haar cascade XML file ({str(err).strip().splitlines()[-1]})") from err
     if cascade.empty():
         raise EFRError(f"{path}: not a valid Haar cascade XML file")
     return cascade
 
 
-def detect_faces(cascade, image, max_side=DETECT_MAX_SIDE, scale_factor=1.1, min_neighbors=5, min_size=0.1):
+def detect_faces(
+    cascade,
+    image,
+    max_side=DETECT_MAX_SIDE,
+    scale_factor=DEFAULT_SCALE_FACTOR,
+    min_neighbors=DEFAULT_MIN_NEIGHBORS,
+    min_size=DEFAULT_MIN_FACE,
+    equalize=False,
+):
     """Detect faces in a BGR image; return boxes (x, y, w, h) in full-frame pixels, largest first.
 
     ``min_size`` is the smallest face side as a fraction of the shorter image side.
+    ``equalize`` stretches the grey copy's histogram first; off by default because the
+    cascade already normalises each window's contrast, and on light backgrounds the
+    global stretch lost faces (synthetic RaFD-like frames) while finding no extra
+    ones on RaFD and JAFFE photos.
     """
     grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     height, width = grey.shape
     scale = min(1.0, max_side / max(height, width))
     if scale < 1.0:
         grey = cv2.resize(grey, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
-    grey = cv2.equalizeHist(grey)
+    if equalize:
+        grey = cv2.equalizeHist(grey)
     smallest = max(20, int(min(grey.shape) * min_size))
     found = cascade.detectMultiScale(
         grey, scaleFactor=scale_factor, minNeighbors=min_neighbors, minSize=(smallest, smallest)
     )
     boxes = [tuple(int(round(v / scale)) for v in box) for box in np.asarray(found).reshape(-1, 4)]
     return sorted(boxes, key=lambda b: b[2] * b[3], reverse=True)
+
+
+def find_faces(cascade, image, max_side=DETECT_MAX_SIDE, retry_max_side=None, **options):
+    """``detect_faces`` on a small copy; when that finds nothing, once more on a larger copy.
+
+    The fast pass settles nearly every photo; the few faces it misses (close to the
+    cascade's acceptance threshold at that scale) get the finer search the full frame
+    would have given them, at the cost of a second pass on those photos only.
+    """
+    boxes = detect_faces(cascade, image, max_side, **options)
+    if boxes or not retry_max_side or retry_max_side <= max_side or max(image.shape[:2]) <= max_side:
+        return boxes
+    return detect_faces(cascade, image, retry_max_side, **options)
 
 
 def square_box(box, frame_shape, margin=DEFAULT_MARGIN):

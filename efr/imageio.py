@@ -83,7 +83,11 @@ def read_image(path):
         raise UnreadableImageError(f"{path}: file is empty")
     if _looks_truncated(data, path.suffix.lower()):
         raise UnreadableImageError(f"{path}: image is truncated (file ends early); re-copy or re-export it")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    # JPEGs have no alpha and (in practice) 8 bits, and phone photos store their
+    # rotation as an EXIF tag that only IMREAD_COLOR applies; other formats keep
+    # alpha and 16 bits for to_bgr8 to convert properly.
+    flags = cv2.IMREAD_COLOR if path.suffix.lower() in (".jpg", ".jpeg") else cv2.IMREAD_UNCHANGED
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if image is None or image.size == 0:
         raise UnreadableImageError(f"{path}: not an image OpenCV can decode (jpg, png, bmp, tif expected)")
     return to_bgr8(image)

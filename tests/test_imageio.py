@@ -1,0 +1,148 @@
+"""read_image turns every common image mode into 8-bit BGR and refuses damaged files by name."""
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from efr.imageio import (
+    IMAGE_EXTENSIONS,
+    UnreadableImageError,
+    atomic_path,
+    is_image_file,
+    list_images,
+    read_image,
+    write_image,
+    write_text_atomic,
+)
+
+
+def _gradient(height=24, width=32):
+    """A BGR test picture with distinct channels."""
+    y, x = np.mgrid[0:height, 0:width]
+    return np.dstack([x * 255 // (width - 1), y * 255 // (height - 1), np.full_like(x, 90)]).astype(np.uint8)
+
+
+def test_colour_png_round_trips_exactly(tmp_path):
+    image = _gradient()
+    write_image(tmp_path / "a.png", image)
+    assert np.array_equal(read_image(tmp_path / "a.png"), image)
+
+
+def test_grey_png_becomes_three_equal_channels(tmp_path):
+    grey = _gradient()[:, :, 0]
+    cv2.imwrite(str(tmp_path / "grey.png"), grey)
+    image = read_image(tmp_path / "grey.png")
+    assert image.shape == (24, 32, 3) and image.dtype == np.uint8
+    assert all(np.array_equal(image[:, :, c], grey) for c in range(3))
+
+
+def test_palette_png_is_expanded_to_its_colours(tmp_path):
+    rgb = cv2.cvtColor(_gradient(), cv2.COLOR_BGR2RGB)
+    palette = Image.fromarray(rgb).quantize(colors=16)
+    palette.save(tmp_path / "palette.png")
+    assert Image.open(tmp_path / "palette.png").mode == "P"
+    image = read_image(tmp_path / "palette.png")
+    expected = cv2.cvtColor(np.asarray(palette.convert("RGB")), cv2.COLOR_RGB2BGR)
+    assert image.shape == (24, 32, 3) and np.array_equal(image, expected)
+
+
+def test_rgba_png_is_composited_over_white(tmp_path):
+    bgra = np.dstack([_gradient(), np.zeros((24, 32), np.uint8)])
+    bgra[:, 16:, 3] = 255  # left half transparent, right half opaque
+    cv2.imwrite(str(tmp_path / "rgba.png"), bgra)
+    image = read_image(tmp_path / "rgba.png")
+    assert image.shape == (24, 32, 3)
+    assert (image[:, :16] == 255).all()
+    assert np.array_equal(image[:, 16:], _gradient()[:, 16:])
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_16_bit_png_is_scaled_to_8_bit(tmp_path, channels):
+    image8 = _gradient() if channels == 3 else _gradient()[:, :, 0]
+    cv2.imwrite(str(tmp_path / "deep.png"), image8.astype(np.uint16) * 257)
+    assert cv2.imread(str(tmp_path / "deep.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    image = read_image(tmp_path / "deep.png")
+    assert image.dtype == np.uint8 and image.shape == (24, 32, 3)
+    assert np.array_equal(image[:, :, 0], image8 if channels == 1 else image8[:, :, 0])
+
+
+@pytest.mark.parametrize("ext", [".bmp", ".tif", ".jpg"])
+def test_other_formats_read_as_bgr(tmp_path, ext):
+    cv2.imwrite(str(tmp_path / f"a{ext}"), _gradient())
+    image = read_image(tmp_path / f"a{ext}")
+    assert image.shape == (24, 32, 3)
+    assert np.abs(image.astype(int) - _gradient()).mean() < 4  # jpg is lossy
+
+
+def test_truncated_jpeg_is_unreadable_and_named(tmp_path):
+    ok, data = cv2.imencode(".jpg", _gradient(64, 64))
+    (tmp_path / "cut.jpg").write_bytes(data.tobytes()[: len(data) // 2])
+    with pytest.raises(UnreadableImageError, match=r"cut\.jpg.*truncated"):
+        read_image(tmp_path / "cut.jpg")
+
+
+def test_truncated_png_is_unreadable(tmp_path):
+    ok, data = cv2.imencode(".png", _gradient(64, 64))
+    (tmp_path / "cut.png").write_bytes(data.tobytes()[:-40])
+    with pytest.raises(UnreadableImageError, match=r"cut\.png"):
+        read_image(tmp_path / "cut.png")
+
+
+@pytest.mark.parametrize("content", [b"these are my notes, not a photo\n", b""])
+def test_non_image_with_image_extension_is_unreadable(tmp_path, content):
+    (tmp_path / "notes.jpg").write_bytes(content)
+    with pytest.raises(UnreadableImageError, match=r"notes\.jpg"):
+        read_image(tmp_path / "notes.jpg")
+
+
+def test_missing_file_is_unreadable(tmp_path):
+    with pytest.raises(UnreadableImageError, match="gone.png"):
+        read_image(tmp_path / "gone.png")
+
+
+def test_list_images_recurses_and_skips_hidden_partial_and_other_files(tmp_path):
+    for name in ("b.jpg", "sub/a.PNG", "sub/deeper/c.tiff", "notes.txt", ".hidden.jpg", "sub/.x.123.partial.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    found = [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)]
+    assert found == ["b.jpg", "sub/a.PNG", "sub/deeper/c.tiff"]
+    assert not is_image_file(tmp_path / "notes.txt") and ".bmp" in IMAGE_EXTENSIONS
+
+
+def test_atomic_write_leaves_nothing_behind_on_failure(tmp_path):
+    target = tmp_path / "out" / "a.png"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("interrupted")
+    assert not target.exists() and list((tmp_path / "out").iterdir()) == []
+    write_text_atomic(target, "done")
+    assert target.read_text() == "done" and [p.name for p in (tmp_path / "out").iterdir()] == ["a.png"]
+
+
+@pytest.mark.parametrize(
+    "mode,ext",
+    [("L", ".tif"), ("P", ".tif"), ("LA", ".png"), ("RGBA", ".tif"), ("1", ".png"), ("CMYK", ".jpg"), ("CMYK", ".tif")],
+)
+def test_pillow_modes_read_as_8_bit_bgr(tmp_path, mode, ext):
+    # JAFFE ships grey and palette TIFFs; scanners write CMYK JPEGs; masks come as 1-bit.
+    rgb = Image.fromarray(cv2.cvtColor(_gradient(), cv2.COLOR_BGR2RGB))
+    rgb.convert(mode).save(tmp_path / f"a{ext}")
+    image = read_image(tmp_path / f"a{ext}")
+    expected = cv2.cvtColor(np.asarray(rgb.convert(mode).convert("RGB")), cv2.COLOR_RGB2BGR)
+    assert image.shape == (24, 32, 3) and image.dtype == np.uint8
+    assert np.abs(image.astype(int) - expected).mean() < 6  # CMYK and JPEG round differently
+
+
+def test_jpeg_exif_rotation_is_applied(tmp_path):
+    # Phone photos are stored sideways with an EXIF Orientation tag; faces must come out upright.
+    image = np.zeros((20, 40, 3), np.uint8)
+    image[:, :10] = 255  # a white band on the left
+    photo = Image.fromarray(image)
+    exif = photo.getexif()
+    exif[274] = 6  # Orientation: rotate 90 degrees clockwise to display
+    photo.save(tmp_path / "phone.jpg", exif=exif)
+    upright = read_image(tmp_path / "phone.jpg")
+    assert upright.shape == (40, 20, 3)
+    assert upright[:10].mean() > 200 and upright[-10:].mean() < 50  # the band is now on top
