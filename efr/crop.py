@@ -80,11 +80,11 @@ class CropOptions:
     # original full-frame search finds in RaFD, JAFFE and synthetic frames, several
     # times faster (bench/bench_crop.py); a photo with no face there gets a second
     # look at 512 px.
-    detect_max_side: int = 256
-    retry_max_side: int = 512
+    detect_max_side: int = faces.DETECT_MAX_SIDE
+    retry_max_side: int = faces.RETRY_MAX_SIDE
     scale_factor: float = faces.DEFAULT_SCALE_FACTOR
     min_neighbors: int = faces.DEFAULT_MIN_NEIGHBORS
-    min_face: float = 0.2
+    min_face: float = faces.DEFAULT_MIN_FACE
 
 
 # ---------------------------------------------------------------------------------------

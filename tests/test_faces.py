@@ -121,4 +121,4 @@ def test_find_faces_takes_a_second_look_at_a_larger_copy(cascade):
     # At 48 px the face is smaller than the cascade's 20 px window: only the retry can find it.
     assert faces.detect_faces(cascade, photo, max_side=48) == []
     assert len(faces.find_faces(cascade, photo, max_side=48, retry_max_side=512)) == 1
-    assert faces.find_faces(cascade, photo, max_side=48) == []  # no retry asked for
+    assert faces.find_faces(cascade, photo, max_side=48, retry_max_side=None) == []  # no retry asked for
