@@ -1,0 +1,734 @@
+"""Stage 4: the emotion of every face in photos, folders, videos or a camera.
+
+What happens, in order:
+
+1. load   the model and its EFR metadata (class names, input size, and the crop
+          settings it was trained with when recorded); a file without them is refused.
+2. find   faces with the same code as crop.py (efr.faces: the same Haar cascade,
+          detection settings, square box and margin), in a pool of threads (OpenCV
+          releases the GIL) while the model works on the previous batch.
+3. crop   each face square, resize it to the model's input size, BGR -> RGB (the model
+          contract: RGB float in [0, 255]; the model scales inside).
+4. classify faces in batches of ``batch_size``.
+5. report one FaceRow per face (file or frame, box, label, confidence, probability per
+          class); a photo or analysed frame with no face gets one row labelled
+          ``no_face`` with no probabilities, so nothing is silently dropped.
+6. write  (optional) predictions.csv / predictions.json and annotated copies of the
+          photos or an annotated video, each atomically, into an output folder.
+
+A file that cannot be read is skipped, counted and reported; only an unusable model
+or a run in which nothing at all could be read is an error.  Input files are never
+written: output folders inside an input folder are left out of the scan.
+"""
+
+import collections
+import concurrent.futures
+import contextlib
+import csv
+import io
+import json
+import logging
+import os
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from efr import faces
+from efr.errors import EFRError
+from efr.imageio import UnreadableImageError, atomic_path, is_image_file, read_image, write_image, write_text_atomic
+
+log = logging.getLogger("efr.predict")
+
+NO_FACE = "no_face"
+FORMATS = ("csv", "json")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+DEFAULT_BATCH_SIZE = 32
+ANNOTATED_DIR = "annotated"
+PREDICTIONS_NAME = "predictions"
+VIDEO_FOURCC = "mp4v"
+CSV_FIXED = ("source", "frame", "face", "x", "y", "w", "h", "label", "confidence")
+GUI_HELP = (
+    'install the desktop OpenCV build: pip uninstall -y opencv-python-headless && pip install "opencv-python<5"'
+)
+
+
+# ---------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class FaceRow:
+    """One face found (or one photo/frame with none) and what the model says about it."""
+
+    source: str  # the file, or "camera:<index>"
+    frame: int | None  # frame index for videos and cameras, None for photos
+    face: int | None  # 0 = largest face in the photo/frame; None for a no_face row
+    box: tuple | None  # (x, y, w, h) in the photo's pixels; None for a no_face row
+    label: str  # an emotion, or "no_face"
+    confidence: float | None  # probability of the label
+    probabilities: dict = field(default_factory=dict)  # class name -> probability; empty for no_face
+
+    def record(self, class_names):
+        """A flat dict for CSV: fixed columns, then prob_<class> for every class."""
+        x, y, w, h = self.box if self.box is not None else ("", "", "", "")
+        row = {
+            "source": self.source,
+            "frame": "" if self.frame is None else self.frame,
+            "face": "" if self.face is None else self.face,
+            "x": x, "y": y, "w": w, "h": h,
+            "label": self.label,
+            "confidence": "" if self.confidence is None else f"{self.confidence:.6f}",
+        }
+        for name in class_names:
+            p = self.probabilities.get(name)
+            row[f"prob_{name}"] = "" if p is None else f"{p:.6f}"
+        return row
+
+    def as_json(self):
+        return {
+            "source": self.source,
+            "frame": self.frame,
+            "face": self.face,
+            "box": None if self.box is None else dict(zip("xywh", (int(v) for v in self.box))),
+            "label": self.label,
+            "confidence": self.confidence,
+            "probabilities": self.probabilities,
+        }
+
+
+@dataclass
+class PredictionResult:
+    """Everything one prediction run produced."""
+
+    class_names: list
+    rows: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)  # (source, reason)
+    photos: int = 0  # photos read
+    frames: int = 0  # video/camera frames analysed
+    videos: int = 0  # videos (and cameras) read
+    outputs: list = field(default_factory=list)  # files written
+    predictions_file: Path | None = None
+
+    @property
+    def faces(self):
+        return sum(1 for r in self.rows if r.label != NO_FACE)
+
+    @property
+    def no_face(self):
+        return sum(1 for r in self.rows if r.label == NO_FACE)
+
+    def label_counts(self):
+        return collections.Counter(r.label for r in self.rows)
+
+
+# ---------------------------------------------------------------------------------------
+# The model and how a face is prepared for it
+
+
+def _image_size(meta, model_path):
+    size = meta.get("image_size")
+    if isinstance(size, int):
+        return size, size
+    if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
+        return int(size[0]), int(size[1])
+    raise EFRError(f"{model_path}: EFR metadata has no valid image_size ({size!r}); use a model saved by efe_cnn.py")
+
+
+def check_meta(meta, model_path):
+    """Class names and (height, width) from a model's EFR metadata, or a clear error."""
+    names = meta.get("class_names")
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) and n for n in names):
+        raise EFRError(f"{model_path}: EFR metadata has no class_names; use a model saved by efe_cnn.py")
+    return list(names), _image_size(meta, model_path)
+
+
+class Predictor:
+    """A loaded model plus the face finder that matches how its training crops were made.
+
+    The crop settings come from the model's metadata (``meta["crop"]``: cascade,
+    margin, size, detection settings, as crop.py recorded them) when present, else from
+    efr.faces' defaults, which are crop.py's defaults; arguments override both.
+    """
+
+    def __init__(self, model, meta, model_path="model", cascade=None, margin=None, faces_only=False,
+                 batch_size=DEFAULT_BATCH_SIZE, max_faces=None):
+        self.model = model
+        self.meta = meta
+        self.class_names, self.image_size = check_meta(meta, model_path)
+        outputs = model.output_shape[-1] if hasattr(model, "output_shape") else None
+        if outputs is not None and outputs != len(self.class_names):
+            raise EFRError(
+                f"{model_path}: the model has {outputs} outputs but its metadata names "
+                f"{len(self.class_names)} classes; the file is inconsistent: re-save it with efe_cnn.py"
+            )
+        crop = meta.get("crop") or {}
+        self.cascade_name = cascade or crop.get("cascade") or faces.DEFAULT_CASCADE
+        self.margin = float(crop.get("margin", faces.DEFAULT_MARGIN) if margin is None else margin)
+        # Side of the crops the model was trained on before its pipeline resized them;
+        # cropping at that side first repeats the same two resampling steps.
+        self.crop_size = int(crop.get("size") or max(self.image_size))
+        self.detect_kwargs = {
+            "max_side": int(crop.get("detect_max_side", faces.DETECT_MAX_SIDE)),
+            "scale_factor": float(crop.get("scale_factor", faces.DEFAULT_SCALE_FACTOR)),
+            "min_neighbors": int(crop.get("min_neighbors", faces.DEFAULT_MIN_NEIGHBORS)),
+            "min_size": float(crop.get("min_face", faces.DEFAULT_MIN_FACE)),
+        }
+        # crop.py's second, finer pass for photos the first one finds no face in
+        self.retry_max_side = int(crop.get("retry_max_side", faces.RETRY_MAX_SIDE))
+        self.faces_only = faces_only
+        self.batch_size = max(1, int(batch_size))
+        self.max_faces = max_faces
+        faces.load_cascade(self.cascade_name)  # fail now, not in a worker thread
+        self._local = threading.local()
+
+    def _cascade(self):
+        # A CascadeClassifier is not safe to share between threads: one per thread.
+        if not hasattr(self._local, "cascade"):
+            self._local.cascade = faces.load_cascade(self.cascade_name)
+        return self._local.cascade
+
+    def to_model_input(self, face_bgr):
+        """A BGR face crop -> RGB uint8 at the model's input size."""
+        height, width = self.image_size
+        if face_bgr.shape[:2] != (height, width):
+            shrinking = face_bgr.shape[0] >= height and face_bgr.shape[1] >= width
+            face_bgr = cv2.resize(face_bgr, (width, height),
+                                  interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+        return cv2.cvtColor(face_bgr, cv2.COLOR_BGR2RGB)
+
+    def locate(self, image):
+        """Square face boxes in a BGR image, largest first (the whole image with faces_only)."""
+        if self.faces_only:
+            return [(0, 0, image.shape[1], image.shape[0])]
+        boxes = faces.find_faces(self._cascade(), image, retry_max_side=self.retry_max_side, **self.detect_kwargs)
+        boxes = [faces.square_box(b, image.shape, self.margin) for b in boxes]
+        return boxes[: self.max_faces] if self.max_faces else boxes
+
+    def crops(self, image, boxes):
+        """The model inputs (RGB uint8) for ``boxes`` of ``image``."""
+        if self.faces_only:
+            return [self.to_model_input(image)]
+        return [self.to_model_input(faces.crop_square(image, box, self.crop_size)) for box in boxes]
+
+    def classify(self, crops):
+        """Probabilities (N, classes) for a list of RGB uint8 crops, in batches."""
+        if not crops:
+            return np.zeros((0, len(self.class_names)), np.float32)
+        out = []
+        for start in range(0, len(crops), self.batch_size):
+            batch = np.stack(crops[start : start + self.batch_size]).astype(np.float32)
+            out.append(np.asarray(self.model.predict_on_batch(batch), dtype=np.float32))
+        probs = np.concatenate(out)
+        if probs.ndim != 2 or probs.shape[1] != len(self.class_names):
+            raise EFRError(f"the model returned shape {probs.shape}, expected (N, {len(self.class_names)})")
+        return probs
+
+    def rows_for(self, source, frame, boxes, probs):
+        if not boxes:
+            return [FaceRow(source, frame, None, None, NO_FACE, None, {})]
+        rows = []
+        for index, (box, p) in enumerate(zip(boxes, probs)):
+            best = int(np.argmax(p))
+            rows.append(FaceRow(
+                source, frame, index, tuple(int(v) for v in box), self.class_names[best], float(p[best]),
+                {name: float(v) for name, v in zip(self.class_names, p)},
+            ))
+        return rows
+
+
+def load_predictor(model_path, **options):
+    """Load ``model_path`` (a .keras saved by EFR, in Keras safe mode) into a Predictor."""
+    from efr.modelio import load_model, read_meta
+
+    model_path = Path(model_path)
+    if model_path.is_dir():
+        raise EFRError(f"--model {model_path} is a folder: give the .keras file, e.g. {model_path / 'best.keras'}")
+    check_meta(read_meta(model_path), model_path)  # a bad file is refused before TensorFlow loads (seconds)
+    model, meta = load_model(model_path)
+    return Predictor(model, meta, model_path=model_path, **options)
+
+
+# ---------------------------------------------------------------------------------------
+# Inputs
+
+
+@dataclass(frozen=True)
+class InputItem:
+    path: Path
+    kind: str  # "image" or "video"
+    rel: Path  # name under the output folder's annotated/
+
+
+def is_video_file(path):
+    path = Path(path)
+    return path.suffix.lower() in VIDEO_EXTENSIONS and not path.name.startswith(".")
+
+
+def _inside(path, folder):
+    try:
+        Path(path).resolve().relative_to(Path(folder).resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def collect_inputs(inputs, out_dir=None):
+    """Expand files and folders (recursively) into InputItems; a path that doesn't exist is an error.
+
+    Files that are neither images nor videos inside folders are ignored; given by name,
+    they are kept (and later skipped as unreadable if they are not images).
+    """
+    items, used = [], set()
+    for raw in inputs:
+        path = Path(raw)
+        if not path.exists():
+            raise EFRError(f"input {path} does not exist: give photos, folders or videos (or --camera INDEX)")
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and (is_image_file(p) or is_video_file(p)))
+            if out_dir is not None:
+                found = [p for p in found if not _inside(p, out_dir)]
+            if not found:
+                log.warning("%s: no photos or videos found in this folder", path)
+            for file in found:
+                items.append(_item(file, Path(path.name or "input") / file.relative_to(path), used))
+        else:
+            items.append(_item(path, Path(path.name), used))
+    return items
+
+
+def _item(path, rel, used):
+    kind = "video" if is_video_file(path) else "image"
+    if kind == "video":
+        rel = rel.with_name(f"{rel.stem}_annotated.mp4")
+    # Two inputs with the same name (from different folders) must not share an output.
+    candidate, n = rel, 1
+    while candidate.as_posix().lower() in used:
+        n += 1
+        candidate = rel.with_name(f"{rel.stem}_{n}{rel.suffix}")
+    used.add(candidate.as_posix().lower())
+    return InputItem(path, kind, candidate)
+
+
+# ---------------------------------------------------------------------------------------
+# Drawing
+
+
+def _colour(label):
+    # A fixed colour per label (BGR), readable on light and dark photos.
+    palette = ((40, 40, 230), (160, 60, 160), (30, 140, 60), (200, 100, 30),
+               (20, 200, 240), (150, 150, 150), (200, 60, 60), (0, 140, 255))
+    return palette[sum(label.encode()) % len(palette)]
+
+
+def annotate(image, rows):
+    """A copy of ``image`` with each face's box and 'label confidence' drawn on it."""
+    out = image.copy()
+    scale = max(out.shape[:2]) / 640.0
+    thickness = max(1, int(round(2 * scale)))
+    font_scale = max(0.35, 0.6 * scale)
+    for row in rows:
+        if row.box is None:
+            text, colour, (x, y) = "no face found", (0, 0, 200), (5, 5)
+        else:
+            x, y, w, h = row.box
+            colour = _colour(row.label)
+            cv2.rectangle(out, (x, y), (x + w, y + h), colour, thickness)
+            text = f"{row.label} {row.confidence:.2f}"
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
+        top = max(0, y - th - base - 2 * thickness) if row.box is not None else y
+        cv2.rectangle(out, (x, top), (x + tw + 2 * thickness, top + th + base + 2 * thickness), colour, -1)
+        cv2.putText(out, text, (x + thickness, top + th + thickness), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
+                    (255, 255, 255), thickness, cv2.LINE_AA)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Running
+
+
+def bounded_map(fn, items, workers, window):
+    """Like executor.map, in order, but with at most ``window`` items in flight (memory stays flat)."""
+    if workers <= 1:
+        for item in items:
+            yield fn(item)
+        return
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        pending = collections.deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+@dataclass
+class _Found:
+    """A photo or frame after detection, waiting for its faces to be classified."""
+
+    source: str
+    frame: int | None
+    image: object  # BGR array, or None when it could not be read
+    boxes: list
+    crops: list
+    error: str = ""
+    analysed: bool = True  # video frames between --every steps are only drawn, not analysed
+    rel: Path | None = None  # photos: the annotated copy's path under annotated/
+
+
+class Runner:
+    """Feeds photos and frames through detection (threads) and the model (batches)."""
+
+    def __init__(self, predictor, out_dir=None, workers=None, progress=True, show=False):
+        self.predictor = predictor
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.workers = workers or os.cpu_count() or 1
+        self.progress = progress
+        self.show = show
+        self.result = PredictionResult(class_names=predictor.class_names)
+        self.stopped = False  # set when the user closes the --show window
+
+    # -- detection, in worker threads --------------------------------------------------
+
+    def _find(self, image, source, frame):
+        boxes = self.predictor.locate(image)
+        return _Found(source, frame, image, boxes, self.predictor.crops(image, boxes))
+
+    def _find_in_file(self, item):
+        try:
+            image = read_image(item.path)
+        except UnreadableImageError as err:
+            return _Found(str(item.path), None, None, [], [], error=str(err))
+        found = self._find(image, str(item.path), None)
+        found.rel = item.rel
+        return found
+
+    def _find_in_frame(self, task):
+        index, frame, analyse, source = task
+        if not analyse:
+            return _Found(source, index, frame, [], [], analysed=False)
+        return self._find(frame, source, index)
+
+    # -- classification, in batches -----------------------------------------------------
+
+    def _classified(self, found_items):
+        """Yield (found, rows) in order, classifying faces batch_size at a time."""
+        waiting, n_crops = [], 0
+        for found in found_items:
+            waiting.append(found)
+            n_crops += len(found.crops)
+            # Flush on a full batch of faces, or on many photos/frames without faces
+            # (a long video with nobody in it must not pile up in memory).
+            if n_crops >= self.predictor.batch_size or len(waiting) >= 4 * self.predictor.batch_size:
+                yield from self._flush(waiting)
+                waiting, n_crops = [], 0
+        yield from self._flush(waiting)
+
+    def _flush(self, waiting):
+        probs = self.predictor.classify([c for f in waiting for c in f.crops])
+        start = 0
+        for found in waiting:
+            if found.error or not found.analysed:
+                yield found, []
+                continue
+            n = len(found.crops)
+            yield found, self.predictor.rows_for(found.source, found.frame, found.boxes, probs[start : start + n])
+            start += n
+
+    # -- photos ---------------------------------------------------------------------------
+
+    def run_images(self, items):
+        bar = tqdm(total=len(items), desc="photos", unit="photo", disable=not self.progress)
+        found_items = bounded_map(self._find_in_file, items, self.workers, window=4 * self.workers + 8)
+        try:
+            for found, rows in self._classified(found_items):
+                bar.update()
+                if found.error:
+                    self.result.skipped.append((found.source, found.error))
+                    log.warning("skipped %s", found.error)
+                    continue
+                self.result.photos += 1
+                self.result.rows.extend(rows)
+                if self.out_dir is not None:
+                    path = self.out_dir / ANNOTATED_DIR / found.rel
+                    write_image(path, annotate(found.image, rows))
+                    self.result.outputs.append(path)
+        finally:
+            bar.close()
+
+    # -- videos and cameras ---------------------------------------------------------------
+
+    def run_video(self, item, every=1, max_frames=None):
+        capture = cv2.VideoCapture(str(item.path))
+        if not capture.isOpened():
+            capture.release()
+            reason = f"{item.path}: OpenCV cannot open this video (damaged, or a codec it lacks)"
+            self.result.skipped.append((str(item.path), reason))
+            log.warning("skipped %s", reason)
+            return
+        out_path = None if self.out_dir is None else self.out_dir / ANNOTATED_DIR / item.rel
+        self._run_stream(capture, str(item.path), out_path, every, max_frames, live=False)
+
+    def run_camera(self, index, every=1, max_frames=None):
+        capture = cv2.VideoCapture(int(index))
+        if not capture.isOpened():
+            capture.release()
+            raise EFRError(f"camera {index} could not be opened: check that it is connected and not in use, "
+                           "or try another index (--camera 1)")
+        out_path = None if self.out_dir is None else self.out_dir / ANNOTATED_DIR / f"camera{index}_annotated.mp4"
+        self._run_stream(capture, f"camera:{index}", out_path, every, max_frames, live=True)
+
+    def _frames(self, capture, source, every, max_frames):
+        index = 0
+        while (max_frames is None or index < max_frames) and not self.stopped:
+            ok, frame = capture.read()
+            if not ok or frame is None:
+                return
+            yield index, frame, index % every == 0, source
+            index += 1
+
+    def _run_stream(self, capture, source, out_path, every, max_frames, live):
+        try:
+            with contextlib.ExitStack() as stack:
+                # keep_suffix: VideoWriter picks the container from the extension
+                tmp = stack.enter_context(atomic_path(out_path, keep_suffix=True)) if out_path is not None else None
+                frames_read = self._stream(capture, source, tmp, every, max_frames, live)
+                if frames_read == 0:
+                    raise _NoFrames()  # leaves no empty video behind
+        except _NoFrames:
+            reason = f"{source}: no frame could be read"
+            self.result.skipped.append((source, reason))
+            log.warning("skipped %s", reason)
+            return
+        finally:
+            capture.release()
+        self.result.videos += 1
+        if out_path is not None:
+            self.result.outputs.append(out_path)
+
+    def _stream(self, capture, source, tmp, every, max_frames, live):
+        """Analyse frames, draw them into ``tmp`` (a video) and/or a window; return frames read."""
+        every = max(1, int(every))
+        fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
+        fps = fps if 1.0 <= fps <= 240.0 else 25.0
+        total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        if max_frames:
+            total = min(total, max_frames) if total > 0 else max_frames
+        bar = tqdm(total=total if total > 0 else None, desc=f"frames of {Path(source).name}", unit="frame",
+                   disable=not self.progress, leave=False)
+        writer, last_rows, frames_read = None, [], 0
+        # Frames are read in order in this thread; the pool overlaps detection of the
+        # next frames with classification of the current batch.  A camera is classified
+        # frame by frame so that the window and the rows keep up with it.
+        frames = self._frames(capture, source, every, max_frames)
+        found_items = bounded_map(self._find_in_frame, frames, self.workers, 1 if live else 2 * self.workers + 2)
+        stream = self._one_by_one(found_items) if live else self._classified(found_items)
+        try:
+            for found, rows in stream:
+                frames_read += 1
+                bar.update()
+                if found.analysed:
+                    self.result.frames += 1
+                    self.result.rows.extend(rows)
+                    last_rows = [r for r in rows if r.box is not None]
+                if tmp is None and not self.show:
+                    continue
+                # Frames between --every steps show the latest analysed boxes.
+                drawn = annotate(found.image, last_rows)
+                if tmp is not None:
+                    if writer is None:
+                        height, width = drawn.shape[:2]
+                        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*VIDEO_FOURCC), fps,
+                                                 (width, height))
+                        if not writer.isOpened():
+                            raise EFRError(f"OpenCV cannot write an {VIDEO_FOURCC} video to {tmp.parent}")
+                    writer.write(drawn)
+                if self.show:
+                    self._show(source, drawn)
+        except KeyboardInterrupt:
+            if not live:
+                raise
+            log.info("%s: stopped (Ctrl-C); keeping the %d frames analysed", source, self.result.frames)
+        finally:
+            stream.close()
+            if writer is not None:
+                writer.release()
+            bar.close()
+        return frames_read
+
+    def _one_by_one(self, found_items):
+        for found in found_items:
+            yield from self._flush([found])
+
+    def _show(self, source, image):
+        cv2.imshow(f"EFR - {source} (q to stop)", image)
+        if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+            self.stopped = True
+
+
+class _NoFrames(Exception):
+    """A video that opened but gave no frame (internal signal)."""
+
+
+def check_gui():
+    """Raise EFRError unless cv2.imshow can open a window here."""
+    info = cv2.getBuildInformation()
+    gui = ""
+    for line in info.splitlines():
+        if line.strip().startswith("GUI:"):
+            gui = line.split(":", 1)[1].strip()
+            break
+    if gui.upper() in ("", "NONE"):
+        raise EFRError(f"--show needs an OpenCV build with windows, but this one is headless: {GUI_HELP}")
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise EFRError("--show needs a display, and none is set (DISPLAY): run it on a desktop session, "
+                       "or drop --show and use --out DIR for an annotated video")
+
+
+# ---------------------------------------------------------------------------------------
+# Writing the table
+
+
+def rows_to_csv(rows, class_names):
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(CSV_FIXED) + [f"prob_{n}" for n in class_names],
+                            lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(row.record(class_names))
+    return buffer.getvalue()
+
+
+def rows_to_json(result, model_path=None):
+    data = {
+        "model": None if model_path is None else str(model_path),
+        "class_names": list(result.class_names),
+        "rows": [r.as_json() for r in result.rows],
+        "skipped": [{"source": s, "reason": why} for s, why in result.skipped],
+    }
+    return json.dumps(data, indent=2) + "\n"
+
+
+def write_predictions(result, out_dir, fmt="csv", model_path=None):
+    """Write predictions.<fmt> into ``out_dir`` atomically; return its path."""
+    if fmt not in FORMATS:
+        raise EFRError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
+    path = Path(out_dir) / f"{PREDICTIONS_NAME}.{fmt}"
+    text = rows_to_csv(result.rows, result.class_names) if fmt == "csv" else rows_to_json(result, model_path)
+    write_text_atomic(path, text)
+    return path
+
+
+def _short(text, width):
+    return text if len(text) <= width else "..." + text[-(width - 3):]
+
+
+def format_table(result, max_rows=50, common_root=None, max_source_width=60):
+    """The rows as a fixed-width text table (at most ``max_rows``)."""
+    names = result.class_names
+    shown = result.rows[:max_rows]
+
+    def source_of(row):
+        if common_root is not None:
+            try:
+                return str(Path(row.source).relative_to(common_root))
+            except ValueError:
+                pass
+        return row.source
+
+    sources = [source_of(r) for r in shown]
+    width = min(max_source_width, max([len("source")] + [len(s) for s in sources]))
+    header = f"{'source':<{width}} {'frame':>6} {'box (x,y,w,h)':<19} {'label':<13} {'conf':>5}  " + " ".join(
+        f"{n[:5]:>5}" for n in names)
+    lines = [header, "-" * len(header)]
+    for row, source in zip(shown, sources):
+        box = "" if row.box is None else ",".join(str(v) for v in row.box)
+        conf = "" if row.confidence is None else f"{row.confidence:.2f}"
+        probs = " ".join(f"{row.probabilities[n]:5.2f}" if n in row.probabilities else f"{'':>5}" for n in names)
+        frame = "" if row.frame is None else str(row.frame)
+        lines.append(f"{_short(source, width):<{width}} {frame:>6} {box:<19} {row.label:<13} {conf:>5}  {probs}".rstrip())
+    if len(result.rows) > max_rows:
+        lines.append(f"... {len(result.rows) - max_rows} more rows (--table-rows N shows more; --out DIR writes them all)")
+    return "\n".join(lines)
+
+
+def format_summary(result):
+    counts = result.label_counts()
+    parts = [f"{result.photos} photo(s)"]
+    if result.videos:
+        parts.append(f"{result.videos} video(s)/camera(s), {result.frames} frame(s) analysed")
+    parts.append(f"{result.faces} face(s)")
+    parts.append(f"{result.no_face} without a face")
+    parts.append(f"{len(result.skipped)} skipped (unreadable)")
+    text = ", ".join(parts)
+    labels = [f"{n}: {counts[n]}" for n in result.class_names if counts.get(n)]
+    if labels:
+        text += "\nlabels: " + ", ".join(labels)
+    for source, reason in result.skipped[:10]:
+        text += f"\nskipped: {reason}"
+    if len(result.skipped) > 10:
+        text += f"\n... and {len(result.skipped) - 10} more skipped files"
+    return text
+
+
+# ---------------------------------------------------------------------------------------
+# The whole stage
+
+
+def predict(model_path, inputs=(), camera=None, out_dir=None, fmt="csv", batch_size=DEFAULT_BATCH_SIZE,
+            every=1, max_frames=None, faces_only=False, cascade=None, margin=None, max_faces=None, show=False,
+            workers=None, progress=True):
+    """Predict every face in ``inputs`` (photos, folders, videos) or a camera; return a PredictionResult.
+
+    Raises EFRError for an unusable model, a missing input path, or when nothing at all
+    could be read.  With ``out_dir``: writes predictions.<fmt> and annotated copies.
+    """
+    if fmt not in FORMATS:
+        raise EFRError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
+    if camera is None and not inputs:
+        raise EFRError("nothing to predict: give photos, folders or videos, or --camera INDEX")
+    if camera is not None and inputs:
+        raise EFRError("give either input files/folders or --camera, not both")
+    if int(every) < 1:
+        raise EFRError(f"--every {every}: expected 1 or more (analyse every Nth frame)")
+    if int(batch_size) < 1:
+        raise EFRError(f"--batch-size {batch_size}: expected 1 or more")
+    if show:
+        check_gui()
+    items = collect_inputs(inputs, out_dir) if inputs else []
+    if inputs and not items:
+        raise EFRError(f"no photos or videos found in {', '.join(str(i) for i in inputs)}")
+    predictor = load_predictor(model_path, cascade=cascade, margin=margin, faces_only=faces_only,
+                               batch_size=batch_size, max_faces=max_faces)
+    log.info("model %s: %d classes (%s), input %dx%d", model_path, len(predictor.class_names),
+             ", ".join(predictor.class_names), predictor.image_size[1], predictor.image_size[0])
+    runner = Runner(predictor, out_dir=out_dir, workers=workers, progress=progress, show=show)
+    try:
+        if camera is not None:
+            runner.run_camera(camera, every=every, max_frames=max_frames)
+        images = [i for i in items if i.kind == "image"]
+        videos = [i for i in items if i.kind == "video"]
+        if images:
+            runner.run_images(images)
+        for item in videos:
+            if runner.stopped:
+                break
+            runner.run_video(item, every=every, max_frames=max_frames)
+    finally:
+        if show:
+            cv2.destroyAllWindows()
+    result = runner.result
+    if not result.rows:
+        raise EFRError(
+            f"nothing could be read: {len(result.skipped)} input(s) skipped"
+            + (f" (first: {result.skipped[0][1]})" if result.skipped else "")
+        )
+    if out_dir is not None:
+        result.predictions_file = write_predictions(result, out_dir, fmt, model_path)
+        result.outputs.append(result.predictions_file)
+    return result
