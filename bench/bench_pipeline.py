@@ -1,0 +1,112 @@
+"""Training throughput: the tf.data pipeline from PNG files against images already in memory.
+
+Writes a synthetic Dataset of --images 256 x 256 face PNGs (bench/out/pipeline/), then
+fits the seed CNN on them three ways, each for a warm-up epoch and --epochs timed ones:
+
+  memory    the same images as one float32 NumPy array, model.fit(x, y): the compute
+            ceiling (no decoding at all)
+  pipeline  efr.data.make_dataset from the files with the default cache="auto"
+            (decoded uint8 images cached in memory when they fit, as in a real run)
+  stream    efr.data.make_dataset with cache="none": every epoch re-reads and decodes
+            every PNG (what runs whose images do not fit in the cache budget get)
+
+The rounds are interleaved (memory, pipeline, stream, memory, ...) so that load from
+other processes hits all three alike; the ratio is images/s over the ceiling's.
+
+    python bench/bench_pipeline.py --images 320 --epochs 2
+"""
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from efr.emotions import EMOTIONS  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def make_faces(folder, count, size=256, seed=0):
+    """count PNG faces (synthetic, Haar-cropped) in folder/<Emotion>/; returns (paths, labels)."""
+    from efr.faces import center_box, crop_square, detect_faces, load_cascade, square_box
+    from efr.imageio import write_image
+    from efr.synthetic import render_face
+
+    cascade = load_cascade()
+    paths, labels = [], []
+    for i in range(count):
+        emotion_index = i % len(EMOTIONS)
+        subject = 1 + i // len(EMOTIONS)
+        path = Path(folder) / EMOTIONS[emotion_index] / f"s{subject:03d}_{i:05d}.png"
+        if not path.is_file():
+            frame = render_face(subject, EMOTIONS[emotion_index], seed=seed, size=(340, 512))
+            boxes = detect_faces(cascade, frame)
+            box = square_box(boxes[0], frame.shape, 0.1) if boxes else center_box(frame.shape)
+            write_image(path, crop_square(frame, box, size))
+        paths.append(path)
+        labels.append(emotion_index)
+    return paths, labels
+
+
+def timed_fit(model, epochs, **fit_args):
+    started = time.perf_counter()
+    model.fit(epochs=epochs, verbose=0, **fit_args)
+    return time.perf_counter() - started
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=320)
+    parser.add_argument("--epochs", type=int, default=2, help="timed epochs per round")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the three ways")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args(argv)
+
+    import keras
+
+    from efr.data import make_dataset
+    from efr.imageio import read_image
+    from efr.models import compile_model, seed_cnn
+
+    folder = OUT / "pipeline" / f"faces{args.size}"
+    print(f"making {args.images} synthetic {args.size} px faces in {folder} (kept for re-runs)", flush=True)
+    paths, labels = make_faces(folder, args.images, args.size)
+    keras.utils.set_random_seed(0)
+    x = np.stack([read_image(p)[:, :, ::-1] for p in paths]).astype(np.float32)  # RGB, as the pipeline gives
+    y = np.eye(len(EMOTIONS), dtype=np.float32)[labels]
+
+    ways = {
+        "memory": dict(x=x, y=y, batch_size=args.batch_size, shuffle=True),
+        "pipeline": dict(x=make_dataset(paths, labels, len(EMOTIONS), args.size, args.batch_size, shuffle=True,
+                                        cache="auto")),
+        "stream": dict(x=make_dataset(paths, labels, len(EMOTIONS), args.size, args.batch_size, shuffle=True,
+                                      cache="none")),
+    }
+    models = {}
+    for name, fit_args in ways.items():  # one model per way, each warmed up (tracing, cache fill)
+        models[name] = compile_model(seed_cnn(len(EMOTIONS), args.size), 1e-3)
+        seconds = timed_fit(models[name], 1, **fit_args)
+        print(f"warm-up {name:8s} {seconds:6.1f} s", flush=True)
+    totals = {name: 0.0 for name in ways}
+    for round_index in range(args.rounds):
+        for name, fit_args in ways.items():
+            seconds = timed_fit(models[name], args.epochs, **fit_args)
+            totals[name] += seconds
+            print(f"round {round_index + 1} {name:8s} {args.epochs * args.images / seconds:7.1f} images/s", flush=True)
+    rate = {name: args.rounds * args.epochs * args.images / totals[name] for name in ways}
+    print(f"\n{args.images} images {args.size} x {args.size}, batch {args.batch_size}, seed CNN, "
+          f"{args.rounds} x {args.epochs} timed epochs per way, {os.cpu_count()} CPUs")
+    for name in ways:
+        print(f"  {name:8s} {rate[name]:7.1f} images/s   ratio to in-memory ceiling {rate[name] / rate['memory']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

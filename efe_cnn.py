@@ -1,0 +1,96 @@
+"""Train the expression classifier on a Dataset folder and write a run folder.
+
+    python efe_cnn.py --dataset Dataset                    # the seed CNN, 256 x 256, as the original
+    python efe_cnn.py --dataset Dataset --img-size 64 --epochs 30 --augment online
+    python efe_cnn.py --dataset Dataset --folds 5          # subject-disjoint 5-fold cross-validation
+    python efe_cnn.py --dataset Dataset --model fer2013    # transfer learning (efr.transfer)
+
+Outputs go to runs/<name>/ (args.json, history.csv, curves.png, best.keras, last.keras,
+confusion matrices, classification_report.txt, metrics.json, report.html).
+"""
+
+import argparse
+import sys
+
+from efr.cli import add_common_arguments, run, setup_logging
+
+MODEL_CHOICES_HELP = "seed (the original CNN, default) or a transfer model: fer2013, mobilenetv3small, efficientnetb0, resnet50"
+
+
+def parse_args(argv=None):
+    from efr.train import DEFAULT_BATCH_SIZE, DEFAULT_CV_VALID_FRACTION, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_PATIENCE
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="Dataset", help="Dataset folder made by crop.py (default: Dataset)")
+    parser.add_argument("--runs-dir", default="runs", help="parent folder of run folders (default: runs)")
+    parser.add_argument("--name", help="run folder name (default: <model>-<UTC time>, new each run)")
+    parser.add_argument("--exist-ok", action="store_true", help="reuse an existing --name folder, overwriting its files")
+    parser.add_argument("--model", default="seed", help=MODEL_CHOICES_HELP)
+    parser.add_argument("--weights", help="transfer models: a local weights file, or 'none' for random init "
+                        "(default: the model's pretrained weights)")
+    parser.add_argument("--img-size", type=int, default=None,
+                        help="input side in pixels (default: 256 for seed, the model's own for transfer models)")
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"maximum epochs (default {DEFAULT_EPOCHS})")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help=f"default {DEFAULT_BATCH_SIZE}")
+    parser.add_argument("--lr", type=float, default=DEFAULT_LR, help=f"Adam learning rate (default {DEFAULT_LR})")
+    parser.add_argument("--patience", type=int, default=DEFAULT_PATIENCE,
+                        help=f"epochs without a lower validation loss before stopping (default {DEFAULT_PATIENCE}); "
+                        "the best epoch's weights are kept")
+    parser.add_argument("--fine-tune-lr", type=float, help="transfer models, phase 2 learning rate (default lr/10)")
+    parser.add_argument("--fine-tune-epochs", type=int, help="transfer models, phase 2 maximum epochs "
+                        "(default: --epochs; 0 skips fine-tuning)")
+    parser.add_argument("--augment", choices=("none", "online"), default="none",
+                        help="online: random flips, rotations, shifts, zooms, contrast and brightness on the fly "
+                        "(training data only)")
+    parser.add_argument("--no-offline-aug", dest="offline_aug", action="store_false",
+                        help="ignore data_aug.py's augmented files (used by default in Train and Valid)")
+    parser.add_argument("--cache", choices=("auto", "memory", "none"), default="auto",
+                        help="keep decoded images in memory: auto (when they fit in 512 MB), memory, none")
+    parser.add_argument("--folds", type=int, default=0,
+                        help="K >= 2: subject-disjoint K-fold cross-validation over all original photos")
+    parser.add_argument("--cv-valid-fraction", type=float, default=DEFAULT_CV_VALID_FRACTION,
+                        help=f"share of each fold's training subjects held out for early stopping "
+                        f"(default {DEFAULT_CV_VALID_FRACTION})")
+    parser.add_argument("--distribute", action="store_true",
+                        help="tf.distribute.MirroredStrategy over all GPUs, or over --cpu-devices logical CPUs")
+    parser.add_argument("--cpu-devices", type=int, default=2, help="logical CPU devices for --distribute without GPUs")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="enable TensorFlow op determinism (repeatable to the bit, somewhat slower)")
+    parser.add_argument("--gallery-size", type=int, default=48, help="misclassified faces shown in report.html")
+    add_common_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def settings_from_args(args):
+    from efr.train import TrainSettings
+
+    return TrainSettings(
+        dataset=args.dataset, runs_dir=args.runs_dir, name=args.name, exist_ok=args.exist_ok, model=args.model,
+        weights=args.weights, image_size=args.img_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        patience=args.patience, fine_tune_lr=args.fine_tune_lr, fine_tune_epochs=args.fine_tune_epochs,
+        augment=args.augment, offline_aug=args.offline_aug, cache=args.cache, folds=args.folds,
+        cv_valid_fraction=args.cv_valid_fraction, distribute=args.distribute, cpu_devices=args.cpu_devices,
+        deterministic=args.deterministic, seed=args.seed, gallery_size=args.gallery_size,
+    )
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    setup_logging(args.quiet)
+    from efr.train import run_training  # deferred: imports TensorFlow
+
+    result = run_training(settings_from_args(args))
+    metrics = result.metrics
+    if "accuracy_mean" in metrics:
+        print(f"{metrics['folds']}-fold CV accuracy {metrics['accuracy_mean']:.3f} ± {metrics['accuracy_std']:.3f}, "
+              f"macro-F1 {metrics['macro_f1_mean']:.3f} ± {metrics['macro_f1_std']:.3f} (chance "
+              f"{metrics['chance_accuracy']:.3f})")
+    else:
+        print(f"test accuracy {metrics['test_accuracy']:.3f} (chance {metrics['chance_accuracy']:.3f}), "
+              f"macro-F1 {metrics['macro_f1']:.3f}")
+    print(f"run folder: {result.run_dir}  (open {result.run_dir / 'report.html'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

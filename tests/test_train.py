@@ -1,0 +1,278 @@
+"""efe_cnn.py / efr.train end to end on small synthetic Datasets.
+
+The learning bar: on held-out subjects, test accuracy at least twice chance (0.25 for
+8 classes).  The seed CNN reaches 0.36-0.57 there with seeds 0-3 in 25 epochs at
+48 px, so the bar is met with room, and a model that learnt nothing (0.125) fails it.
+"""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import efe_cnn
+from efr import data, train
+from efr.cli import EXIT_USER_ERROR, run
+from efr.emotions import EMOTIONS
+from efr.manifest import read_manifest
+from efr.modelio import load_model, read_meta
+from efr.models import BuiltModel
+from train_fixtures import chromium, make_tiny_dataset, render_check
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_FILES = (
+    "args.json", "history.csv", "curves.png", "best.keras", "last.keras", "confusion_matrix.png",
+    "confusion_matrix_normalized.png", "confusion_matrix.csv", "classification_report.txt", "metrics.json",
+    "report.html", "test_predictions.csv",
+)
+
+
+def _train(dataset, runs, *extra):
+    return run(efe_cnn.main, ["--dataset", str(dataset), "--runs-dir", str(runs), "--quiet", *map(str, extra)])
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """12 subjects x 8 emotions x 3 gazes at 48 px (7 Train, 2 Valid, 3 Test subjects), plus one broken file."""
+    path = make_tiny_dataset(tmp_path_factory.mktemp("big"), subjects=12, size=48)
+    (path / "Train" / "Happy" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50)  # truncated
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    code = _train(dataset, runs, "--name", "t", "--img-size", 48, "--epochs", 25, "--patience", 5,
+                  "--batch-size", 16, "--seed", 0)
+    assert code == 0
+    return runs / "t"
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """6 subjects x 8 emotions, one gaze, 32 px, one augmented copy per Train/Valid photo, fold column for 3."""
+    return make_tiny_dataset(tmp_path_factory.mktemp("small"), subjects=6, size=32, gazes=("frontal",),
+                             augmented=1, folds=3)
+
+
+def test_run_folder_is_complete(trained, dataset):
+    missing = [name for name in RUN_FILES if not (trained / name).is_file()]
+    assert not missing
+    args = json.loads((trained / "args.json").read_text())
+    assert args["seed"] == 0 and args["settings"]["batch_size"] == 16
+    assert {"tensorflow", "keras", "numpy"} <= set(args["versions"])
+    assert args["dataset"]["images"] == {"Train": 7 * 24, "Valid": 2 * 24, "Test": 3 * 24}
+    assert [Path(p).name for p, _ in args["dataset"]["skipped_unreadable"]] == ["broken.png"]
+    metrics = json.loads((trained / "metrics.json").read_text())
+    with open(trained / "history.csv", newline="") as handle:
+        history = list(csv.DictReader(handle))
+    assert len(history) == metrics["epochs_run"] >= 1
+    assert {row["phase"] for row in history} == {"train"}
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history[0])
+    best_row = history[metrics["best_epoch"] - 1]
+    assert float(best_row["val_loss"]) == pytest.approx(min(float(r["val_loss"]) for r in history))
+    assert metrics["images"]["Test"] == 72 and set(metrics["per_class_recall"]) == set(EMOTIONS)
+    assert np.asarray(metrics["confusion_matrix"]).sum() == 72
+    report = (trained / "classification_report.txt").read_text()
+    assert all(name in report for name in EMOTIONS) and "macro avg" in report
+
+
+def test_training_learns_on_held_out_subjects(trained, dataset):
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert metrics["chance_accuracy"] == pytest.approx(1 / 8)
+    assert metrics["test_accuracy"] >= 2 * metrics["chance_accuracy"], metrics["test_accuracy"]
+    rows = read_manifest(dataset)
+    train_subjects = {r["subject"] for r in rows if r["split"] == "Train"}
+    assert metrics["test_subjects"] and not set(metrics["test_subjects"]) & train_subjects
+
+
+def test_reloaded_best_model_gives_the_same_predictions(trained, dataset):
+    with open(trained / "test_predictions.csv", newline="") as handle:
+        saved = list(csv.DictReader(handle))
+    paths, y_true, probs, names = train.predict_split(trained / "best.keras", dataset, "Test")
+    assert names == list(EMOTIONS)
+    assert [str(p) for p in paths] == [row["path"] for row in saved]
+    expected = np.array([[float(row[f"p_{c}"]) for c in names] for row in saved])
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
+    assert [names[i] for i in y_true] == [row["true"] for row in saved]
+    meta = read_meta(trained / "best.keras")
+    assert meta["class_names"] == list(EMOTIONS) and meta["image_size"] == [48, 48] and meta["model"] == "seed"
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert meta["epoch"] == metrics["best_epoch"]
+    _, last_meta = load_model(trained / "last.keras")
+    assert last_meta["weights"] == "last epoch"
+
+
+@pytest.mark.browser
+def test_run_report_renders_in_chromium(trained, tmp_path):
+    browser = chromium()
+    if browser is None:
+        pytest.skip("no chromium on PATH: install the Debian package 'chromium' to run the report rendering test")
+    metrics = json.loads((trained / "metrics.json").read_text())
+    wrong = round((1 - metrics["test_accuracy"]) * metrics["images"]["Test"])
+    status, (ok, total) = render_check(trained / "report.html", browser, tmp_path)
+    assert status == "pass" and ok == total == 3 + min(wrong, 48)  # curves, two confusion matrices, faces
+    text = (trained / "report.html").read_text()
+    assert f"{metrics['test_accuracy']:.4f}" in text and "Misclassified test faces" in text
+
+
+def test_existing_run_name_is_refused_unless_exist_ok(trained, dataset, caplog):
+    before = (trained / "metrics.json").read_bytes()
+    code = _train(dataset, trained.parent, "--name", "t", "--img-size", 48, "--epochs", 1)
+    assert code == EXIT_USER_ERROR
+    assert "already exists" in caplog.text and "--exist-ok" in caplog.text
+    assert (trained / "metrics.json").read_bytes() == before
+
+
+def test_cross_validation_is_subject_disjoint(small, tmp_path):
+    code = _train(small, tmp_path, "--name", "cv", "--folds", 3, "--img-size", 32, "--epochs", 2,
+                  "--batch-size", 8, "--augment", "online")
+    assert code == 0
+    run_dir = tmp_path / "cv"
+    for name in ("cv.csv", "metrics.json", "confusion_matrix.png", "confusion_matrix_normalized.png",
+                 "confusion_matrix.csv", "classification_report.txt", "report.html", "cv_scores.png"):
+        assert (run_dir / name).is_file(), name
+    with open(run_dir / "cv.csv", newline="") as handle:
+        folds = list(csv.DictReader(handle))
+    assert len(folds) == 3
+    test_sets = [set(f["test_subjects"].split()) for f in folds]
+    subjects = {r["subject"] for r in read_manifest(small)}
+    assert set().union(*test_sets) == subjects and sum(map(len, test_sets)) == len(subjects)
+    for fold, tested in zip(folds, test_sets):
+        assert not set(fold["valid_subjects"].split()) & tested
+        assert int(fold["augmented_in_train"]) > 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {"accuracy_mean", "accuracy_std", "macro_f1_mean", "macro_f1_std"} <= set(metrics)
+    assert metrics["accuracy_mean"] == pytest.approx(np.mean([float(f["accuracy"]) for f in folds]))
+    assert np.asarray(metrics["confusion_matrix"]).sum() == 6 * 8  # every original photo predicted once
+    with open(run_dir / "test_predictions.csv", newline="") as handle:
+        predicted = [row["path"] for row in csv.DictReader(handle)]
+    assert len(set(predicted)) == 48 and not any("__aug-" in p for p in predicted)
+
+
+def test_cv_folds_keep_augmented_copies_with_their_training_parents(small):
+    samples = data.scan_dataset(small)
+    plans = train.plan_folds(samples, 3, valid_fraction=0.25, seed=0)
+    for plan in plans:
+        train_originals = {s.rel for s in plan["train"] if s.kind == "original"}
+        copies = [s for s in plan["train"] if s.kind == "augmented"]
+        assert copies and all(s.parent in train_originals for s in copies)
+        held_out = {s.subject for s in plan["valid"] + plan["test"]}
+        assert not held_out & {s.subject for s in plan["train"]}
+        assert all(s.kind == "original" for s in plan["valid"] + plan["test"])
+    # crop.py's fold column (written for 3 folds) decides the folds.
+    fold_of = {r["subject"]: int(r["fold"]) for r in read_manifest(small)}
+    for index, plan in enumerate(plans):
+        assert {fold_of[s] for s in plan["test_subjects"]} == {index}
+
+
+def test_two_phase_schedule_freezes_then_fine_tunes(tmp_path):
+    import keras
+
+    inputs = keras.Input((8, 8, 3))
+    backbone = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3), keras.layers.Flatten()],
+                                name="backbone")
+    outputs = keras.layers.Dense(2, activation="softmax")(backbone(keras.layers.Rescaling(1 / 255)(inputs)))
+    built = BuiltModel(keras.Model(inputs, outputs), 8, backbone, {}, {"model": "toy"})
+    seen = []
+
+    class Watch(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            seen.append((backbone.trainable, float(self.model.optimizer.learning_rate.numpy())))
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (16, 8, 8, 3)).astype("float32")
+    y = np.eye(2)[rng.integers(0, 2, 16)].astype("float32")
+    import tensorflow as tf
+
+    pipeline = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    settings = train.TrainSettings(epochs=2, fine_tune_epochs=2, lr=0.01, patience=5)
+    result = train.fit_model(built, pipeline, pipeline, settings, {"class_names": ["a", "b"]},
+                             tf.distribute.get_strategy(), out_dir=tmp_path, extra_callbacks=[Watch()])
+    assert seen == [(False, pytest.approx(0.01)), (True, pytest.approx(0.001))]
+    with open(tmp_path / "history.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["epoch"], r["phase"]) for r in rows] == [("0", "head"), ("1", "head"), ("2", "fine-tune"),
+                                                         ("3", "fine-tune")]
+    assert result["epochs_run"] == 4 and result["phases"] == ["head", "fine-tune"]
+    assert (tmp_path / "best.keras").is_file() and (tmp_path / "last.keras").is_file()
+
+
+def _damage(kind):
+    def empty_class(d):
+        for p in (d / "Valid" / "Sad").iterdir():
+            p.unlink()
+
+    def corrupt_middle(d):
+        target = sorted((d / "Train" / "Angry").iterdir())[0]
+        raw = bytearray(target.read_bytes())
+        raw[40:80] = b"\x00" * 40  # header and end marker intact: only decoding finds it
+        target.write_bytes(bytes(raw))
+
+    return {
+        "no-dataset": lambda d: shutil.rmtree(d),
+        "no-split": lambda d: shutil.rmtree(d / "Test"),
+        "empty-class": empty_class,
+        "class-differs": lambda d: shutil.rmtree(d / "Valid" / "Neutral"),
+        "corrupt-image": corrupt_middle,
+    }[kind]
+
+
+@pytest.mark.parametrize(
+    "kind, extra, message",
+    [
+        ("no-dataset", (), "not found: make it with crop.py"),
+        ("no-split", (), "Test not found"),
+        ("empty-class", (), "has no images"),
+        ("class-differs", (), "Valid lacks Neutral"),
+        ("corrupt-image", ("--epochs", 1), "TensorFlow cannot decode this image"),
+        (None, ("--batch-size", 500), "fewer than --batch-size 500"),
+        (None, ("--folds", 7), "only 6 subjects"),
+        (None, ("--folds", 1), "use 2 or more"),
+        (None, ("--epochs", 0), "--epochs 0"),
+        (None, ("--model", "seed", "--weights", "x.h5"), "random weights"),
+    ],
+)
+def test_bad_input_gives_a_clear_error_and_exit_2(small, tmp_path, caplog, kind, extra, message):
+    dataset = tmp_path / "Dataset"
+    shutil.copytree(small, dataset)
+    if kind:
+        _damage(kind)(dataset)
+    code = _train(dataset, tmp_path / "runs", "--img-size", 32, "--batch-size", 8, "--name", "r", *extra)
+    assert code == EXIT_USER_ERROR
+    assert message in caplog.text
+    if kind == "corrupt-image":
+        assert "Rafd090_" in caplog.text and "Angry" in caplog.text  # the file is named
+
+
+def test_distributed_training_on_two_logical_cpus(small, tmp_path):
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "efe_cnn.py"), "--dataset", str(small), "--runs-dir", str(tmp_path),
+         "--name", "d", "--distribute", "--cpu-devices", "2", "--img-size", "32", "--epochs", "2",
+         "--batch-size", "8", "--quiet"],
+        capture_output=True, text=True, env=env, timeout=300, cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    args = json.loads((tmp_path / "d" / "args.json").read_text())
+    assert args["distribution"]["strategy"] == "MirroredStrategy"
+    assert args["distribution"]["replicas"] == 2
+    assert all("CPU" in device for device in args["distribution"]["devices"])
+    metrics = json.loads((tmp_path / "d" / "metrics.json").read_text())
+    assert metrics["epochs_run"] >= 1 and (tmp_path / "d" / "best.keras").is_file()
+
+
+def test_multi_worker_request_is_refused_clearly(small, tmp_path, caplog, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["localhost:1", "localhost:2"]}, '
+                                    '"task": {"type": "worker", "index": 0}}')
+    code = _train(small, tmp_path / "runs", "--distribute", "--img-size", 32, "--batch-size", 8)
+    assert code == EXIT_USER_ERROR
+    assert "keras-team/keras#20585" in caplog.text and not (tmp_path / "runs").exists()
