@@ -34,6 +34,7 @@ import numpy as np
 
 from efr import data as efr_data
 from efr import evaluate, report
+from efr.crop import read_settings as read_crop_settings
 from efr.errors import EFRError
 from efr.imageio import write_text_atomic
 from efr.manifest import SPLITS
@@ -320,6 +321,10 @@ def _model_meta(built, class_names, settings, run_name):
         dataset=str(settings.dataset),
         seed=settings.seed,
     )
+    # crop.py's settings travel with the model, so predict.py cuts faces exactly as in training.
+    crop_settings = read_crop_settings(settings.dataset)
+    if crop_settings:
+        meta["crop"] = crop_settings
     return meta
 
 
@@ -388,9 +393,10 @@ def train_once(settings, strategy):
     _check_enough(len(valid), 1, f"{settings.dataset}/Valid")
     _check_enough(len(test), 1, f"{settings.dataset}/Test")
 
+    # Build first: a model that cannot be built (weights missing offline) leaves no empty run folder.
+    built = _build(settings, len(class_names), strategy)
     run_dir = make_run_dir(settings.runs_dir, settings.name, settings.exist_ok, prefix=settings.model)
     log.info("run folder %s", run_dir)
-    built = _build(settings, len(class_names), strategy)
     size = built.image_size
     meta = _model_meta(built, class_names, settings, run_dir.name)
     args = _base_args(settings, strategy)
@@ -563,6 +569,7 @@ def cross_validate(settings, strategy):
     for plan in plans:
         _check_enough(len(plan["train"]), settings.batch_size, f"fold {plan['fold']} training set", replicas)
 
+    _build(settings, len(class_names), strategy)  # fail on missing weights before making the run folder
     run_dir = make_run_dir(settings.runs_dir, settings.name, settings.exist_ok, prefix=f"{settings.model}-cv{k}")
     log.info("run folder %s: %d-fold cross-validation over %d photos of %d subjects", run_dir, k, len(originals),
              len({s.subject for s in originals}))

@@ -276,3 +276,24 @@ def test_multi_worker_request_is_refused_clearly(small, tmp_path, caplog, monkey
     code = _train(small, tmp_path / "runs", "--distribute", "--img-size", 32, "--batch-size", 8)
     assert code == EXIT_USER_ERROR
     assert "keras-team/keras#20585" in caplog.text and not (tmp_path / "runs").exists()
+
+
+def test_model_file_carries_the_crop_settings_of_its_dataset(small, tmp_path):
+    # predict.py cuts faces with the settings stored here, so they must be crop.py's.
+    dataset = tmp_path / "Dataset"
+    shutil.copytree(small, dataset)
+    (dataset / "crop_settings.json").write_text(json.dumps({"settings": {"margin": 0.15, "size": 32}}))
+    assert _train(dataset, tmp_path / "runs", "--name", "c", "--img-size", 32, "--epochs", 1,
+                  "--batch-size", 8) == 0
+    assert read_meta(tmp_path / "runs" / "c" / "best.keras")["crop"] == {"margin": 0.15, "size": 32}
+
+
+def test_a_model_that_cannot_be_built_leaves_no_run_folder(small, tmp_path, monkeypatch, caplog):
+    def missing_weights(*args, **kwargs):
+        raise train.EFRError("could not download the weights (no network)")
+
+    monkeypatch.setattr(train, "build_model", missing_weights)
+    for extra in ((), ("--folds", 2)):
+        assert _train(small, tmp_path / "runs", "--name", "x", "--img-size", 32, *extra) == EXIT_USER_ERROR
+        assert not (tmp_path / "runs" / "x").exists()
+    assert "could not download the weights" in caplog.text
