@@ -1,6 +1,6 @@
 """The whole pipeline in one command, on synthetic RaFD-like photos (no download needed).
 
-    python demo.py                  # about 2 minutes on 2 CPU cores; everything under demo/
+    python demo.py                  # 1-3 minutes on 2 CPU cores; everything under demo/
     python demo.py --smoke          # the smallest settings: checks that every stage runs
 
 Stages: draw 20 people x 8 emotions x 3 gazes as 681x1024 RaFD-named photos
