@@ -38,8 +38,8 @@ from efr import augment
 from efr.emotions import EMOTIONS, UnknownEmotionError, canonical_emotion
 from efr.errors import EFRError
 from efr.imageio import UnreadableImageError, list_images, read_image, write_image
-from efr.manifest import FIELDS, SPLITS, check_subject_disjoint, read_manifest, write_manifest
-from efr.rafd import RafdNameError, parse_rafd_name
+from efr.manifest import AUGMENTED, FIELDS, ORIGINAL, SPLITS, check_subject_disjoint, read_manifest, write_manifest
+from efr.rafd import rafd_subject
 from efr.runinfo import library_versions, machine_info, write_json
 
 log = logging.getLogger(__name__)
@@ -47,10 +47,10 @@ log = logging.getLogger(__name__)
 AUGMENTABLE_SPLITS = ("Train", "Valid")
 DEFAULT_SPLITS = AUGMENTABLE_SPLITS
 RUN_INFO_NAME = "augment.json"
-AUGMENTED = "augmented"
 OUTPUT_EXT = ".png"  # lossless, whatever the source's format
 # <stem>__aug-<recipe>-<k>-<transforms>: the mark of a file this stage wrote.
-AUGMENTED_STEM = re.compile(r"__aug-(?P<recipe>[a-z]+)-(?P<index>\d+)-(?P<transform>[A-Za-z0-9_]+)$")
+AUGMENTED_MARKER = "__aug-"
+AUGMENTED_STEM = re.compile(AUGMENTED_MARKER + r"(?P<recipe>[a-z]+)-(?P<index>\d+)-(?P<transform>[A-Za-z0-9_]+)$")
 
 
 def is_augmented_name(path):
@@ -60,7 +60,7 @@ def is_augmented_name(path):
 
 def augmented_name(parent_name, recipe, index, short_transform):
     """File name of copy ``index`` of ``parent_name`` (always .png)."""
-    return f"{Path(parent_name).stem}__aug-{recipe}-{index}-{short_transform}{OUTPUT_EXT}"
+    return f"{Path(parent_name).stem}{AUGMENTED_MARKER}{recipe}-{index}-{short_transform}{OUTPUT_EXT}"
 
 
 def normalise_splits(splits):
@@ -166,7 +166,7 @@ def count_images(dataset_dir):
                 continue
             tally = counts.setdefault((split, emotion), Counter())
             for path in list_images(folder, recursive=False):
-                tally[AUGMENTED if is_augmented_name(path) else "original"] += 1
+                tally[AUGMENTED if is_augmented_name(path) else ORIGINAL] += 1
     return counts
 
 
@@ -260,21 +260,13 @@ def _row(**values):
     return {**dict.fromkeys(FIELDS, ""), **values}
 
 
-def _subject_from_name(path):
-    """The subject of a RaFD-named photo, else "" (unknown)."""
-    try:
-        return parse_rafd_name(Path(path).name).subject
-    except (RafdNameError, UnknownEmotionError):
-        return ""
-
-
 def _original_row(photo):
     """The manifest row of a photo the manifest does not list (a hand-made Dataset)."""
-    subject = _subject_from_name(photo.path)
+    subject = rafd_subject(photo.path.name)
     reason = "no manifest row: listed by data_aug.py" + ("" if subject else " (subject unknown)")
     return _row(**{
         "source": photo.rel, "subject": subject, "split": photo.split, "emotion": photo.emotion,
-        "output": photo.rel, "status": "ok", "reason": reason, "kind": "original",
+        "output": photo.rel, "status": "ok", "reason": reason, "kind": ORIGINAL,
     })
 
 

@@ -32,12 +32,12 @@ from pathlib import Path
 from efr.emotions import UnknownEmotionError, canonical_emotion, sorted_emotions
 from efr.errors import EFRError
 from efr.imageio import is_image_file
-from efr.manifest import SPLITS, check_subject_disjoint, read_manifest
+from efr.augment_dataset import AUGMENTED_MARKER
+from efr.manifest import AUGMENTED, ORIGINAL, SPLITS, check_subject_disjoint, read_manifest
+from efr.rafd import rafd_subject
 
 log = logging.getLogger(__name__)
 
-AUGMENTED_MARKER = "__aug-"  # data_aug.py's file-name marker for generated copies
-ORIGINAL, AUGMENTED = "original", "augmented"
 # Formats tf.io.decode_image reads (it has no TIFF decoder).
 TF_DECODABLE = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 DEFAULT_CACHE_BUDGET = 512 * 2**20  # bytes of decoded uint8 images kept in memory by cache="auto"
@@ -69,17 +69,6 @@ def check_dataset_dir(dataset_dir):
             "(python crop.py --src PHOTOS --dst Dataset) or pass --dataset"
         )
     return dataset_dir
-
-
-def _subject_from_name(name):
-    # Without a manifest, a RaFD file name still says who is in the photo.
-    from efr.rafd import RafdNameError, parse_rafd_name
-
-    stem = name.split(AUGMENTED_MARKER)[0]
-    try:
-        return parse_rafd_name(stem).subject
-    except (RafdNameError, UnknownEmotionError):
-        return ""
 
 
 def _emotion_folders(split_dir):
@@ -143,7 +132,7 @@ def scan_dataset(dataset_dir, splits=SPLITS, require_all=True):
                         path=path,
                         split=split,
                         emotion=emotion,
-                        subject=row.get("subject") or _subject_from_name(path.stem),
+                        subject=row.get("subject") or rafd_subject(path.stem.split(AUGMENTED_MARKER)[0]),
                         kind=AUGMENTED if augmented else ORIGINAL,
                         parent=row.get("parent", ""),
                         fold=row.get("fold", ""),

@@ -15,6 +15,7 @@ from efr.imageio import write_text_atomic
 
 MANIFEST_NAME = "manifest.csv"
 SPLITS = ("Train", "Valid", "Test")
+ORIGINAL, AUGMENTED = "original", "augmented"  # the manifest's `kind` of a photo
 
 # status of a source photo: ok (cropped and written), no_face, unreadable, filtered
 # (left out by the angle/gaze filters), unknown_label.  kind: original or augmented.

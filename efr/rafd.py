@@ -66,6 +66,14 @@ def parse_rafd_name(filename):
     )
 
 
+def rafd_subject(filename):
+    """The subject of a RaFD-named file, or "" when the name does not follow the rule."""
+    try:
+        return parse_rafd_name(filename).subject
+    except EFRError:  # RafdNameError, or UnknownEmotionError for an unknown emotion word
+        return ""
+
+
 def format_rafd_name(subject, ethnicity, gender, emotion, gaze, angle=FRONTAL_ANGLE, ext=".jpg"):
     """Build a RaFD file name; the inverse of parse_rafd_name."""
     return f"Rafd{angle}_{int(subject):02d}_{ethnicity}_{gender}_{canonical_emotion(emotion).lower()}_{gaze}{ext}"

@@ -71,3 +71,11 @@ def test_malformed_names_are_refused_with_the_name_and_the_rule(filename):
 def test_unknown_emotion_is_its_own_error_naming_the_label():
     with pytest.raises(UnknownEmotionError, match="bored"):
         parse_rafd_name("Rafd090_01_Caucasian_female_bored_frontal.jpg")
+
+
+def test_rafd_subject_reads_the_subject_or_gives_blank():
+    from efr.rafd import rafd_subject
+
+    assert rafd_subject("Rafd090_07_Moroccan_male_sad_left.png") == "07"
+    assert rafd_subject("KA.AN1.39.tiff") == ""  # not a RaFD name
+    assert rafd_subject("Rafd090_07_Moroccan_male_bored_left.png") == ""  # unknown emotion word
