@@ -28,10 +28,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from efr import augment  # noqa: E402
-from efr.augment_dataset import augment_dataset, clean_augmented  # noqa: E402
+from efr.augment_dataset import augment_dataset  # noqa: E402
 from efr.emotions import EMOTIONS  # noqa: E402
 from efr.faces import center_box, crop_square, detect_faces, load_cascade, square_box  # noqa: E402
-from efr.imageio import write_image  # noqa: E402
+from efr.imageio import default_png_writer, write_image  # noqa: E402
 from efr.manifest import write_manifest  # noqa: E402
 from efr.synthetic import render_face  # noqa: E402
 
@@ -89,19 +89,20 @@ def seed_project_loop(paths, out_dir, three_channel=False):
 
 
 def cpu_seconds():
-    """User + system CPU time of this process (all threads) and its finished children."""
-    total = 0.0
+    """(user, system) CPU seconds of this process (all threads) and its finished children."""
+    user = system = 0.0
     for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
         usage = resource.getrusage(who)
-        total += usage.ru_utime + usage.ru_stime
-    return total
+        user, system = user + usage.ru_utime, system + usage.ru_stime
+    return user, system
 
 
 def timed(function):
-    """(value, wall seconds, CPU seconds) of calling ``function``."""
-    start, cpu = time.perf_counter(), cpu_seconds()
+    """(value, wall seconds, user CPU seconds, system CPU seconds) of calling ``function``."""
+    start, (user, system) = time.perf_counter(), cpu_seconds()
     value = function()
-    return value, time.perf_counter() - start, cpu_seconds() - cpu
+    user_after, system_after = cpu_seconds()
+    return value, time.perf_counter() - start, user_after - user, system_after - system
 
 
 def main(argv=None):
@@ -110,27 +111,33 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--copies", type=int, default=augment.DEFAULT_COPIES)
     parser.add_argument("--repeats", type=int, default=3, help="rounds; the fastest of each method is reported")
+    parser.add_argument("--out", type=Path, default=OUT, help="work folder (deleted at the end); default %(default)s")
     args = parser.parse_args(argv)
 
-    shutil.rmtree(OUT, ignore_errors=True)
-    dataset = OUT / "Dataset"
-    (paths, subjects), seconds, _ = timed(lambda: make_photos(dataset, args.photos))
+    out = args.out
+    shutil.rmtree(out, ignore_errors=True)
+    source = out / "source" / "Dataset"
+    (paths, subjects), seconds, _, _ = timed(lambda: make_photos(source, args.photos))
     print(f"{len(paths)} synthetic 256x256 face PNGs ({subjects} subjects) made in {seconds:.1f} s; "
           f"{os.cpu_count()} CPUs, workers={args.workers}; load average "
           f"{', '.join(f'{v:.1f}' for v in os.getloadavg())} (other processes may share the CPUs)")
 
+    # Every timed run writes into a folder of its own and nothing is deleted until the
+    # end: on ext4 without a journal (this machine's disk) creating a file right after
+    # many deletions is slow (ext4 skips inodes freed in the last ~30 s, scanning the
+    # inode table for them: ext4_create -> recently_deleted was about 40 % of the CPU samples
+    # of a delete-and-rewrite loop), which would time the file system, not the program.
     def seed(three_channel):
-        def go():
-            written = seed_project_loop(paths, OUT / "seed_loop", three_channel)
-            shutil.rmtree(OUT / "seed_loop")
-            return written
-        return go
+        def prepare(folder):
+            return lambda: seed_project_loop(paths, folder / "seed_loop", three_channel)
+        return prepare
 
     def ours(**options):
-        def go():
-            result = augment_dataset(dataset, seed=0, splits=("Train",), progress=False, **options)
-            return result.written
-        return go
+        def prepare(folder):
+            dataset = folder / "Dataset"
+            shutil.copytree(source, dataset)
+            return lambda: augment_dataset(dataset, seed=0, splits=("Train",), progress=False, **options).written
+        return prepare
 
     workers = args.workers
     methods = [
@@ -140,6 +147,8 @@ def main(argv=None):
         (f"data_aug --recipe original, {workers} threads", ours(recipe="original", workers=workers)),
         (f"data_aug --recipe original, {workers} processes",
          ours(recipe="original", workers=workers, executor="process")),
+        (f"data_aug --recipe original, {workers} threads, OpenCV PNGs",
+         ours(recipe="original", workers=workers, png_writer="opencv")),
         (f"data_aug default --copies {args.copies}, 1 thread", ours(copies=args.copies, workers=1)),
         (f"data_aug default --copies {args.copies}, {workers} threads", ours(copies=args.copies, workers=workers)),
         (f"data_aug default --copies {args.copies}, {workers} processes",
@@ -148,30 +157,33 @@ def main(argv=None):
     # Rounds interleave the methods, so a burst of load from other processes hits them
     # alike; each method's fastest round is reported (the least disturbed one).
     best = {}
-    for _ in range(args.repeats):
-        for label, go in methods:
-            written, took, cpu = timed(go)
-            clean_augmented(dataset)
-            if label not in best or took < best[label][1]:
-                best[label] = (written, took, cpu)
+    try:
+        for round_index in range(args.repeats):
+            for index, (label, prepare) in enumerate(methods):
+                go = prepare(out / f"round{round_index}" / f"method{index}")
+                written, took, user, system = timed(go)
+                if label not in best or took < best[label][1]:
+                    best[label] = (written, took, user, system)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
     results = [(label, *best[label]) for label, _ in methods]
 
     base_rate = len(paths) / results[0][2]
-    print(f"\n{'method':<52} {'files':>6} {'wall s':>7} {'CPU s':>6} {'photos/s':>9} {'files/s':>8} "
-          f"{'vs seed':>8}")
-    for label, files, took, cpu in results:
+    print(f"\n{'method':<52} {'files':>6} {'wall s':>7} {'user s':>7} {'sys s':>6} {'photos/s':>9} "
+          f"{'files/s':>8} {'vs seed':>8}")
+    for label, files, took, user, system in results:
         rate = len(paths) / took
-        print(f"{label:<52} {files:>6} {took:>7.2f} {cpu:>6.2f} {rate:>9.1f} {files / took:>8.1f} "
+        print(f"{label:<52} {files:>6} {took:>7.2f} {user:>7.2f} {system:>6.2f} {rate:>9.1f} {files / took:>8.1f} "
               f"{rate / base_rate:>7.2f}x")
     like = next(r for r in results if r[0].endswith(f"original, {workers} threads"))
     ratio, same_bytes = results[0][2] / like[2], results[1][2] / like[2]
     print(f"\nlike for like (12 outputs per photo): data_aug --recipe original with {workers} threads is "
           f"{ratio:.2f}x the seed loop (target >= 2x on 2 cores: {'met' if ratio >= 2 else 'NOT met'}), "
           f"{same_bytes:.2f}x the seed loop writing the same 3-channel files; fastest of {args.repeats} rounds; "
-          f"load average at the end: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
-    print("CPU s > wall s means the run used more than one core; other processes sharing the CPUs lower the "
-          "parallel gain")
-    shutil.rmtree(OUT, ignore_errors=True)
+          f"PNG writer {default_png_writer()}; load average at the end: "
+          f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    print("user + sys s > wall s means the run used more than one core; other processes sharing the CPUs lower "
+          "the parallel gain")
     return 0
 
 

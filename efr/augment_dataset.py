@@ -24,6 +24,7 @@ not change).  Test is never augmented.
 """
 
 import logging
+import multiprocessing
 import os
 import re
 import time
@@ -37,7 +38,7 @@ from tqdm import tqdm
 from efr import augment
 from efr.emotions import EMOTIONS, UnknownEmotionError, canonical_emotion
 from efr.errors import EFRError
-from efr.imageio import UnreadableImageError, list_images, read_image, write_image
+from efr.imageio import UnreadableImageError, check_png_writer, list_images, read_image, write_image
 from efr.manifest import AUGMENTED, FIELDS, ORIGINAL, SPLITS, check_subject_disjoint, read_manifest, write_manifest
 from efr.rafd import rafd_subject
 from efr.runinfo import library_versions, machine_info, write_json
@@ -240,7 +241,7 @@ def plan_photo(photo, recipe, copies, seed):
     return plan
 
 
-def augment_photo(source, outputs):
+def augment_photo(source, outputs, png_writer=None):
     """Read ``source`` once and write each (output path, spec) of ``outputs``; return how many.
 
     A plain top-level function, so it runs in a thread or a process pool alike.
@@ -251,7 +252,7 @@ def augment_photo(source, outputs):
             out = augment.apply_default_params(image, spec)
         else:
             out = augment.ORIGINAL_TRANSFORMS[spec](image)
-        write_image(path, out)
+        write_image(path, out, png_writer=png_writer)
     return len(outputs)
 
 
@@ -304,7 +305,8 @@ class AugmentResult:
 
 def _make_executor(kind, workers):
     if kind == "process":
-        return ProcessPoolExecutor(max_workers=workers)
+        # Spawned, not forked, workers: see efr.crop._pool_context.
+        return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
     if kind == "thread":
         return ThreadPoolExecutor(max_workers=workers)
     raise EFRError(f"unknown executor {kind!r}: choose thread or process")
@@ -318,13 +320,16 @@ def augment_dataset(
     seed=0,
     workers=None,
     executor="thread",
+    png_writer=None,
     progress=True,
 ):
     """Augment the original photos of ``splits`` in ``dataset_dir``; return an AugmentResult.
 
     Writes the new files beside their sources and records them in the manifest (see the
-    module docstring).  Raises EFRError for a missing Dataset, a Test split, an
-    incompatible earlier augmentation, or when there is nothing at all to augment.
+    module docstring).  ``png_writer`` is "fpng" or "opencv" (default: fpng when
+    installed): the same pixels either way, other bytes.  Raises EFRError for a missing
+    Dataset, a Test split, an incompatible earlier augmentation, an unknown PNG writer,
+    or when there is nothing at all to augment.
     """
     started = time.perf_counter()
     dataset_dir = Path(dataset_dir)
@@ -337,6 +342,7 @@ def augment_dataset(
         raise EFRError(f"--copies must be at least 1 (got {copies})")
     splits = normalise_splits(splits)
     workers = max(1, workers or os.cpu_count() or 1)
+    png_writer = check_png_writer(png_writer)
 
     rows = read_manifest(dataset_dir)
     if not rows:
@@ -410,8 +416,9 @@ def augment_dataset(
     try:
         with _make_executor(executor, workers) as pool:
             futures = {
-                pool.submit(augment_photo, photo.path, [(dataset_dir / out, spec) for out, spec in outputs]):
-                (photo, outputs)
+                pool.submit(
+                    augment_photo, photo.path, [(dataset_dir / out, spec) for out, spec in outputs], png_writer,
+                ): (photo, outputs)
                 for photo, outputs in jobs
             }
             bar = tqdm(total=len(futures), unit="photo", disable=not progress, desc="augment")
@@ -452,7 +459,7 @@ def augment_dataset(
     write_json(dataset_dir / RUN_INFO_NAME, {
         "stage": "data_aug",
         "settings": {"recipe": recipe, "copies": copies, "splits": splits, "seed": seed,
-                     "workers": workers, "executor": executor},
+                     "workers": workers, "executor": executor, "png_writer": png_writer},
         "photos": result.photos, "written": result.written, "already_done": result.already_done,
         "unreadable": [rel for rel, _ in result.unreadable], "unlisted": result.unlisted,
         "no_subject": result.no_subject,

@@ -9,7 +9,8 @@ from importlib import metadata
 from efr import __version__
 from efr.imageio import write_text_atomic
 
-_PACKAGES = ("tensorflow", "keras", "opencv-python-headless", "opencv-python", "numpy", "scikit-learn", "matplotlib")
+_PACKAGES = ("tensorflow", "keras", "opencv-python-headless", "opencv-python", "numpy", "scikit-learn", "matplotlib",
+             "fpng")
 
 
 def library_versions():

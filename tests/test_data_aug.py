@@ -93,6 +93,24 @@ def test_same_seed_same_bytes_whatever_the_workers_and_another_seed_differs(tmp_
     assert set(aug_one.values()).isdisjoint(aug_other.values())
 
 
+def test_worker_processes_write_the_same_bytes_as_threads(tmp_path):
+    threads, processes = (make_dataset(tmp_path / name) for name in ("threads", "processes"))
+    augment_dataset(threads, seed=3, copies=2, workers=2, progress=False)
+    augment_dataset(processes, seed=3, copies=2, workers=2, executor="process", progress=False)
+    assert files(threads) == files(processes)
+
+
+def test_either_png_writer_gives_the_same_pixels(tmp_path):
+    pytest.importorskip("fpng")
+    fast, opencv = (make_dataset(tmp_path / name) for name in ("fpng", "opencv"))
+    augment_dataset(fast, seed=3, copies=2, workers=1, png_writer="fpng", progress=False)
+    augment_dataset(opencv, seed=3, copies=2, workers=1, png_writer="opencv", progress=False)
+    written = sorted(p.relative_to(fast).as_posix() for p in fast.rglob("*__aug-*.png"))
+    assert len(written) == 2 * 9
+    assert all(np.array_equal(cv2.imread(str(fast / rel)), cv2.imread(str(opencv / rel))) for rel in written)
+    assert any((fast / rel).read_bytes() != (opencv / rel).read_bytes() for rel in written)
+
+
 def test_test_split_is_never_touched(dataset):
     test_files = {k: v for k, v in files(dataset).items() if k.startswith("Test/")}
     assert cli("--dataset", dataset) == 0
@@ -185,11 +203,11 @@ def test_an_interrupted_run_finishes_to_the_same_result(tmp_path, monkeypatch):
 
     real, calls = stage.augment_photo, []
 
-    def interrupted(source, outputs):
+    def interrupted(source, outputs, png_writer):
         calls.append(source)
         if len(calls) == 4:
             raise KeyboardInterrupt
-        return real(source, outputs)
+        return real(source, outputs, png_writer)
 
     monkeypatch.setattr(stage, "augment_photo", interrupted)
     with pytest.raises(KeyboardInterrupt):

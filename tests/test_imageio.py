@@ -5,10 +5,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from efr import imageio
+from efr.errors import EFRError
 from efr.imageio import (
     IMAGE_EXTENSIONS,
+    PNG_WRITERS,
     UnreadableImageError,
     atomic_path,
+    default_png_writer,
+    encode_image,
     is_image_file,
     list_images,
     read_image,
@@ -27,6 +32,63 @@ def test_colour_png_round_trips_exactly(tmp_path):
     image = _gradient()
     write_image(tmp_path / "a.png", image)
     assert np.array_equal(read_image(tmp_path / "a.png"), image)
+
+
+def _noisy(channels, dtype=np.uint8, seed=0):
+    """A picture with structure and noise (neither trivially compressible nor random)."""
+    top = np.iinfo(dtype).max
+    base = np.dstack([_gradient(40, 56)] + [_gradient(40, 56)[:, :, :1]] * (channels - 3)).astype(np.float64) / 255
+    noise = np.random.default_rng(seed).normal(0, 0.1, base.shape)
+    return (np.clip(base + noise, 0, 1) * top).round().astype(dtype)
+
+
+def _decode(data):
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_both_png_writers_keep_every_pixel_in_other_bytes(channels):
+    pytest.importorskip("fpng")
+    image = _noisy(channels)
+    encoded = {writer: encode_image(image, ".png", png_writer=writer) for writer in PNG_WRITERS}
+    for writer, data in encoded.items():
+        assert np.array_equal(_decode(data), image), writer
+    assert encoded["fpng"] != encoded["opencv"]  # two writers, really
+
+
+def test_fpng_writes_pngs_by_default_when_installed(tmp_path):
+    pytest.importorskip("fpng")
+    image = _noisy(3)
+    assert default_png_writer() == "fpng"
+    write_image(tmp_path / "a.png", image)
+    assert (tmp_path / "a.png").read_bytes() == encode_image(image, ".png", png_writer="fpng")
+
+
+def test_without_fpng_opencv_writes_every_png(tmp_path, monkeypatch):
+    monkeypatch.setattr(imageio, "fpng", None)
+    image = _noisy(3)
+    assert default_png_writer() == "opencv"
+    write_image(tmp_path / "a.png", image)
+    assert (tmp_path / "a.png").read_bytes() == cv2.imencode(".png", image)[1].tobytes()
+    with pytest.raises(EFRError, match="pip install fpng"):
+        encode_image(image, ".png", png_writer="fpng")
+    with pytest.raises(EFRError, match="unknown PNG writer"):
+        encode_image(image, ".png", png_writer="libspng")
+
+
+@pytest.mark.parametrize("image", [_noisy(3)[:, :, 0], _noisy(3, np.uint16)], ids=["grey", "16-bit"])
+def test_grey_and_16_bit_pngs_keep_their_mode(image):
+    # fpng takes only 8-bit colour; these go through OpenCV whatever the writer.
+    decoded = _decode(encode_image(image, ".png"))
+    assert decoded.dtype == image.dtype and np.array_equal(decoded, image)
+
+
+def test_tensorflow_decodes_written_pngs_exactly():
+    # Training reads the Dataset with tf.io.decode_image, not OpenCV.
+    tf = pytest.importorskip("tensorflow")
+    image = _noisy(3)
+    decoded = tf.io.decode_png(encode_image(image, ".png"), channels=3).numpy()
+    assert np.array_equal(decoded, image[:, :, ::-1])
 
 
 def test_grey_png_becomes_three_equal_channels(tmp_path):
