@@ -15,6 +15,7 @@ import sys
 from efr import augment
 from efr.augment_dataset import AUGMENTABLE_SPLITS, augment_dataset, clean_augmented, format_counts_table
 from efr.cli import add_common_arguments, run, setup_logging
+from efr.imageio import PNG_WRITERS
 
 log = logging.getLogger("efr")
 
@@ -35,6 +36,8 @@ def parse_args(argv=None):
                         help="remove the augmented files (manifest rows of kind augmented with the __aug- suffix) "
                              "and their rows, then stop; originals are never touched")
     parser.add_argument("--workers", type=int, default=None, help="parallel workers (default: number of CPUs)")
+    parser.add_argument("--png-writer", choices=PNG_WRITERS, default=None,
+                        help="fpng (default when installed): ~10x faster; opencv: files ~12%% smaller, same pixels")
     add_common_arguments(parser)
     return parser.parse_args(argv)
 
@@ -56,6 +59,7 @@ def main(argv=None):
         splits=args.splits or AUGMENTABLE_SPLITS,
         seed=args.seed,
         workers=args.workers,
+        png_writer=args.png_writer,
         progress=not args.quiet,
     )
     log.info(

@@ -12,7 +12,7 @@ manifest says which files this stage made.  An augmented file
   removes exactly these files, and the subject-disjoint check still covers them.
 
 Each photo's random numbers come from (seed, parent path, copy index) alone, so the
-same seed gives the same files byte for byte whatever the worker scheduling.  The
+same seed (and PNG writer) gives the same files byte for byte whatever the worker scheduling.  The
 new rows are written to the manifest as ``pending`` before any image, and images are
 written atomically: an interrupted run leaves only complete files, all listed, and
 re-running the same command finishes the job with the same result.
