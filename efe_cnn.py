@@ -19,6 +19,9 @@ MODEL_CHOICES_HELP = "seed (the original CNN, default) or a transfer model: fer2
 
 def parse_args(argv=None):
     from efr.train import DEFAULT_BATCH_SIZE, DEFAULT_CV_VALID_FRACTION, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_PATIENCE
+    from efr.transfer import TRAINING_DEFAULTS
+
+    fer = TRAINING_DEFAULTS["fer2013"]
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="Dataset", help="Dataset folder made by crop.py (default: Dataset)")
@@ -30,15 +33,18 @@ def parse_args(argv=None):
                         "(default: the model's pretrained weights)")
     parser.add_argument("--img-size", type=int, default=None,
                         help="input side in pixels (default: 256 for seed, the model's own for transfer models)")
-    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"maximum epochs (default {DEFAULT_EPOCHS})")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help=f"default {DEFAULT_BATCH_SIZE}")
-    parser.add_argument("--lr", type=float, default=DEFAULT_LR, help=f"Adam learning rate (default {DEFAULT_LR})")
-    parser.add_argument("--patience", type=int, default=DEFAULT_PATIENCE,
-                        help=f"epochs without a lower validation loss before stopping (default {DEFAULT_PATIENCE}); "
-                        "the best epoch's weights are kept")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"maximum epochs (default {DEFAULT_EPOCHS}; fer2013: {fer['epochs']})")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help=f"default {DEFAULT_BATCH_SIZE}; fer2013: {fer['batch_size']}")
+    parser.add_argument("--lr", type=float, default=None,
+                        help=f"Adam learning rate (default {DEFAULT_LR}; fer2013: {fer['lr']})")
+    parser.add_argument("--patience", type=int, default=None,
+                        help=f"epochs without a lower validation loss before stopping (default {DEFAULT_PATIENCE}; "
+                        f"fer2013: {fer['patience']}); the best epoch's weights are kept")
     parser.add_argument("--fine-tune-lr", type=float, help="transfer models, phase 2 learning rate (default lr/10)")
     parser.add_argument("--fine-tune-epochs", type=int, help="transfer models, phase 2 maximum epochs "
-                        "(default: --epochs; 0 skips fine-tuning)")
+                        f"(default: --epochs; fer2013: {fer['fine_tune_epochs']}; 0 skips fine-tuning)")
     parser.add_argument("--augment", choices=("none", "online"), default="none",
                         help="online: random flips, rotations, shifts, zooms, contrast and brightness on the fly "
                         "(training data only)")

@@ -49,6 +49,8 @@ RECIPES = {
                     "30", "--patience", "8", "--batch-size", "16"],
     "fer2013-head": ["--model", "fer2013", "--weights", str(FER_WEIGHTS), "--epochs", "60", "--fine-tune-epochs",
                      "0", "--patience", "8", "--batch-size", "16", "--lr", "0.003"],
+    # No training options: efe_cnn.py's own defaults for fer2013 (efr.transfer.TRAINING_DEFAULTS).
+    "fer2013-defaults": ["--model", "fer2013", "--weights", str(FER_WEIGHTS)],
 }
 
 
@@ -128,11 +130,11 @@ def main(argv=None):
 
     cv = {}
     for name in [r.strip() for r in args.recipes.split(",") if r.strip()]:
-        run_dir = OUT / "runs" / f"{name}-cv{args.folds}"
+        run_dir = OUT / "runs" / (f"{name}-cv{args.folds}" + (f"-seed{args.seed}" if args.seed else ""))
         if not (args.reuse and (run_dir / "cv.csv").is_file()):
             seconds = run_command([py, "efe_cnn.py", "--dataset", dataset, "--runs-dir", OUT / "runs", "--name",
                                    run_dir.name, "--exist-ok", "--folds", args.folds, "--seed", args.seed, "--quiet",
-                                   *RECIPES[name]], OUT / f"{name}-cv{args.folds}.log")
+                                   *RECIPES[name]], OUT / f"{run_dir.name}.log")
             print(f"  {name}: {seconds:.0f} s")
         cv[name] = read_cv(run_dir)
     reference = next(iter(cv.values()))
@@ -159,8 +161,9 @@ def main(argv=None):
     chance = 1.0 / len(efr_data.class_names_of(efr_data.scan_dataset(dataset, require_all=False)))
     text = (f"JAFFE, {args.folds}-fold subject-disjoint CV (seed {args.seed}); chance accuracy {chance:.3f}\n\n"
             f"{table}\n")
-    (OUT / "results.md").write_text(text)
-    print(f"written {OUT / 'results.md'}")
+    results = OUT / ("results.md" if not args.seed else f"results-seed{args.seed}.md")
+    results.write_text(text)
+    print(f"written {results}")
     return 0
 
 

@@ -26,7 +26,7 @@ import math
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -42,6 +42,7 @@ from efr.models import build_model, compile_model
 from efr.modelio import load_model
 from efr.runinfo import library_versions, machine_info, write_json
 from efr.split import assign_folds
+from efr.transfer import TRAINING_DEFAULTS
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +65,13 @@ class TrainSettings:
     model: str = "seed"
     weights: str = None  # transfer models: None (their pretrained weights), a file, or "none"
     image_size: int = None  # None: the model's default (256 for the seed CNN)
-    epochs: int = DEFAULT_EPOCHS
-    batch_size: int = DEFAULT_BATCH_SIZE
-    lr: float = DEFAULT_LR
-    patience: int = DEFAULT_PATIENCE
+    # None: the model's default (training_defaults), filled in by run_training.
+    epochs: int = None
+    batch_size: int = None
+    lr: float = None
+    patience: int = None
     fine_tune_lr: float = None  # None: lr / 10
-    fine_tune_epochs: int = None  # None: epochs
+    fine_tune_epochs: int = None  # None: the model's default, else epochs
     augment: str = "none"  # "none" or "online"
     offline_aug: bool = True  # use data_aug.py's files in Train (and Valid)
     cache: str = "auto"  # "auto", "memory" or "none"
@@ -80,6 +82,19 @@ class TrainSettings:
     deterministic: bool = False
     seed: int = 0
     gallery_size: int = 48
+
+
+def training_defaults(model):
+    """{setting: value} a run of ``model`` uses where TrainSettings leave None."""
+    general = {"epochs": DEFAULT_EPOCHS, "batch_size": DEFAULT_BATCH_SIZE, "lr": DEFAULT_LR,
+               "patience": DEFAULT_PATIENCE}
+    return {**general, **TRAINING_DEFAULTS.get(str(model).strip().lower(), {})}
+
+
+def resolve_settings(settings):
+    """``settings`` with every training value left None set to the model's default."""
+    defaults = training_defaults(settings.model)
+    return replace(settings, **{key: value for key, value in defaults.items() if getattr(settings, key) is None})
 
 
 @dataclass
@@ -199,6 +214,7 @@ def named_decode_errors(paths):
 
 def training_phases(built, settings):
     """[(phase name, epochs, learning rate, backbone trainable)] for the model."""
+    settings = resolve_settings(settings)
     if getattr(built, "backbone", None) is None:
         return [("train", settings.epochs, settings.lr, None)]
     fine_tune_lr = settings.fine_tune_lr if settings.fine_tune_lr is not None else settings.lr / 10.0
@@ -218,6 +234,8 @@ def fit_model(built, train_data, valid_data, settings, meta, strategy, out_dir=N
     all phases.  ``extra_callbacks`` are added to every phase's fit.
     """
     import keras
+
+    settings = resolve_settings(settings)
 
     from efr.callbacks import BestModelSaver, EpochLogger, LastModelSaver, PhaseCSVLogger
 
@@ -725,7 +743,12 @@ def validate_settings(settings):
 
 
 def run_training(settings):
-    """Train (or cross-validate) as ``settings`` say; return a RunResult (run folder, metrics)."""
+    """Train (or cross-validate) as ``settings`` say; return a RunResult (run folder, metrics).
+
+    Training values left None take the model's defaults (``training_defaults``); the
+    run folder's args.json records the values used.
+    """
+    settings = resolve_settings(settings)
     validate_settings(settings)
     efr_data.check_dataset_dir(settings.dataset)
     strategy = make_strategy(settings.distribute, settings.cpu_devices)  # first: before TensorFlow runs an op

@@ -68,6 +68,7 @@ def test_run_folder_is_complete(trained, dataset):
     assert not missing
     args = json.loads((trained / "args.json").read_text())
     assert args["seed"] == 0 and args["settings"]["batch_size"] == 16
+    assert args["settings"]["lr"] == train.DEFAULT_LR  # not given: the default actually used is recorded
     assert {"tensorflow", "keras", "numpy"} <= set(args["versions"])
     assert args["dataset"]["images"] == {"Train": 7 * 24, "Valid": 2 * 24, "Test": 3 * 24}
     assert [Path(p).name for p, _ in args["dataset"]["skipped_unreadable"]] == ["broken.png"]
@@ -204,6 +205,27 @@ def test_two_phase_schedule_freezes_then_fine_tunes(tmp_path):
                                                          ("3", "fine-tune")]
     assert result["epochs_run"] == 4 and result["phases"] == ["head", "fine-tune"]
     assert (tmp_path / "best.keras").is_file() and (tmp_path / "last.keras").is_file()
+
+
+def test_training_values_left_open_take_the_models_defaults():
+    from types import SimpleNamespace
+
+    from efr.transfer import TRAINING_DEFAULTS
+
+    seed = train.resolve_settings(train.TrainSettings())
+    assert (seed.epochs, seed.batch_size, seed.lr, seed.patience, seed.fine_tune_epochs) == (
+        train.DEFAULT_EPOCHS, train.DEFAULT_BATCH_SIZE, train.DEFAULT_LR, train.DEFAULT_PATIENCE, None)
+    fer = train.resolve_settings(train.TrainSettings(model="fer2013"))
+    assert {key: getattr(fer, key) for key in TRAINING_DEFAULTS["fer2013"]} == TRAINING_DEFAULTS["fer2013"]
+    assert train.training_phases(SimpleNamespace(backbone=object()), fer) == [
+        ("head", TRAINING_DEFAULTS["fer2013"]["epochs"], TRAINING_DEFAULTS["fer2013"]["lr"], False)]
+    # What the caller gives wins; the rest of the model's recipe stays.
+    mine = train.resolve_settings(train.TrainSettings(model=" FER2013", epochs=5, fine_tune_epochs=3))
+    assert (mine.epochs, mine.fine_tune_epochs, mine.batch_size) == (5, 3, TRAINING_DEFAULTS["fer2013"]["batch_size"])
+    imagenet = train.resolve_settings(train.TrainSettings(model="mobilenetv3small"))
+    assert (imagenet.epochs, imagenet.lr, imagenet.fine_tune_epochs) == (train.DEFAULT_EPOCHS, train.DEFAULT_LR, None)
+    cli = efe_cnn.settings_from_args(efe_cnn.parse_args(["--model", "fer2013"]))
+    assert train.resolve_settings(cli) == fer  # efe_cnn.py with no training flags: the same recipe
 
 
 def _damage(kind):
