@@ -150,7 +150,7 @@ def write_text_atomic(path, text):
 def _fpng_encode(image):
     """PNG bytes of an 8-bit BGR or BGRA array, written by fpng (which wants RGB order)."""
     code = cv2.COLOR_BGR2RGB if image.shape[2] == 3 else cv2.COLOR_BGRA2RGBA
-    data = fpng.fpng_ext.encode_ndarray(cv2.cvtColor(image, code)) if image.size else b""
+    data = fpng.from_ndarray(cv2.cvtColor(image, code)) if image.size else b""
     if not data:  # fpng's only failure signal
         raise EFRError(f"fpng could not encode an image of shape {image.shape} as PNG")
     return data

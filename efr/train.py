@@ -26,7 +26,7 @@ import math
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -65,7 +65,7 @@ class TrainSettings:
     model: str = "seed"
     weights: str = None  # transfer models: None (their pretrained weights), a file, or "none"
     image_size: int = None  # None: the model's default (256 for the seed CNN)
-    # None: the model's default (training_defaults), filled in by run_training.
+    # None: the model's default (training_defaults), filled in on construction.
     epochs: int = None
     batch_size: int = None
     lr: float = None
@@ -83,18 +83,18 @@ class TrainSettings:
     seed: int = 0
     gallery_size: int = 48
 
+    def __post_init__(self):
+        # Training values left None take the model's defaults, so args.json records the values used.
+        for key, value in training_defaults(self.model).items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
+
 
 def training_defaults(model):
     """{setting: value} a run of ``model`` uses where TrainSettings leave None."""
     general = {"epochs": DEFAULT_EPOCHS, "batch_size": DEFAULT_BATCH_SIZE, "lr": DEFAULT_LR,
                "patience": DEFAULT_PATIENCE}
     return {**general, **TRAINING_DEFAULTS.get(str(model).strip().lower(), {})}
-
-
-def resolve_settings(settings):
-    """``settings`` with every training value left None set to the model's default."""
-    defaults = training_defaults(settings.model)
-    return replace(settings, **{key: value for key, value in defaults.items() if getattr(settings, key) is None})
 
 
 @dataclass
@@ -214,7 +214,6 @@ def named_decode_errors(paths):
 
 def training_phases(built, settings):
     """[(phase name, epochs, learning rate, backbone trainable)] for the model."""
-    settings = resolve_settings(settings)
     if getattr(built, "backbone", None) is None:
         return [("train", settings.epochs, settings.lr, None)]
     fine_tune_lr = settings.fine_tune_lr if settings.fine_tune_lr is not None else settings.lr / 10.0
@@ -234,8 +233,6 @@ def fit_model(built, train_data, valid_data, settings, meta, strategy, out_dir=N
     all phases.  ``extra_callbacks`` are added to every phase's fit.
     """
     import keras
-
-    settings = resolve_settings(settings)
 
     from efr.callbacks import BestModelSaver, EpochLogger, LastModelSaver, PhaseCSVLogger
 
@@ -745,10 +742,7 @@ def validate_settings(settings):
 def run_training(settings):
     """Train (or cross-validate) as ``settings`` say; return a RunResult (run folder, metrics).
 
-    Training values left None take the model's defaults (``training_defaults``); the
-    run folder's args.json records the values used.
     """
-    settings = resolve_settings(settings)
     validate_settings(settings)
     efr_data.check_dataset_dir(settings.dataset)
     strategy = make_strategy(settings.distribute, settings.cpu_devices)  # first: before TensorFlow runs an op

@@ -212,20 +212,20 @@ def test_training_values_left_open_take_the_models_defaults():
 
     from efr.transfer import TRAINING_DEFAULTS
 
-    seed = train.resolve_settings(train.TrainSettings())
+    seed = train.TrainSettings()
     assert (seed.epochs, seed.batch_size, seed.lr, seed.patience, seed.fine_tune_epochs) == (
         train.DEFAULT_EPOCHS, train.DEFAULT_BATCH_SIZE, train.DEFAULT_LR, train.DEFAULT_PATIENCE, None)
-    fer = train.resolve_settings(train.TrainSettings(model="fer2013"))
+    fer = train.TrainSettings(model="fer2013")
     assert {key: getattr(fer, key) for key in TRAINING_DEFAULTS["fer2013"]} == TRAINING_DEFAULTS["fer2013"]
     assert train.training_phases(SimpleNamespace(backbone=object()), fer) == [
         ("head", TRAINING_DEFAULTS["fer2013"]["epochs"], TRAINING_DEFAULTS["fer2013"]["lr"], False)]
     # What the caller gives wins; the rest of the model's recipe stays.
-    mine = train.resolve_settings(train.TrainSettings(model=" FER2013", epochs=5, fine_tune_epochs=3))
+    mine = train.TrainSettings(model=" FER2013", epochs=5, fine_tune_epochs=3)
     assert (mine.epochs, mine.fine_tune_epochs, mine.batch_size) == (5, 3, TRAINING_DEFAULTS["fer2013"]["batch_size"])
-    imagenet = train.resolve_settings(train.TrainSettings(model="mobilenetv3small"))
+    imagenet = train.TrainSettings(model="mobilenetv3small")
     assert (imagenet.epochs, imagenet.lr, imagenet.fine_tune_epochs) == (train.DEFAULT_EPOCHS, train.DEFAULT_LR, None)
     cli = efe_cnn.settings_from_args(efe_cnn.parse_args(["--model", "fer2013"]))
-    assert train.resolve_settings(cli) == fer  # efe_cnn.py with no training flags: the same recipe
+    assert cli == fer  # efe_cnn.py with no training flags: the same recipe
 
 
 def _damage(kind):
