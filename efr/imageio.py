@@ -17,7 +17,7 @@ from efr.errors import EFRError
 
 try:
     # fpng writes 8-bit colour PNGs about 10x faster than libpng (OpenCV's writer) for
-    # files about 20 % larger, and PNG encoding is most of the work of crop.py and
+    # files 12-20 % larger (BENCHMARKS.md), and PNG encoding is most of the work of crop.py and
     # data_aug.py.  Without it (a platform with no wheel) OpenCV writes every PNG.
     import fpng
 except ImportError:

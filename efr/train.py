@@ -740,9 +740,7 @@ def validate_settings(settings):
 
 
 def run_training(settings):
-    """Train (or cross-validate) as ``settings`` say; return a RunResult (run folder, metrics).
-
-    """
+    """Train (or cross-validate) as ``settings`` say; return a RunResult (run folder, metrics)."""
     validate_settings(settings)
     efr_data.check_dataset_dir(settings.dataset)
     strategy = make_strategy(settings.distribute, settings.cpu_devices)  # first: before TensorFlow runs an op
