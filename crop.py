@@ -13,6 +13,7 @@ import os
 import sys
 
 from efr import faces
+from efr.align import ALIGN_MODES
 from efr.cli import add_common_arguments, run, setup_logging
 from efr.crop import LAYOUTS, ON_MISS, CropOptions, crop_dataset, parse_angles, parse_gazes
 from efr.split import DEFAULT_FRACTIONS, parse_fractions
@@ -41,6 +42,9 @@ def parse_args(argv=None):
                         "or a path to an XML file")
     parser.add_argument("--margin", type=float, default=faces.DEFAULT_MARGIN,
                         help="extra border around the detected face, as a fraction of its side (e.g. 0.1)")
+    parser.add_argument("--align", choices=ALIGN_MODES, default="none",
+                        help="eyes: find 468 landmarks (MediaPipe face mesh) in the Haar box and turn the crop so "
+                        "the eyes are level, keeping the Haar crop's framing; saves Dataset/landmarks.npz")
     parser.add_argument("--size", type=int, default=faces.DEFAULT_IMAGE_SIZE, help="side of the square crops, pixels")
     parser.add_argument("--split", nargs=3, metavar=("TRAIN", "VALID", "TEST"),
                         default=[f"{round(f * 100)}" for f in DEFAULT_FRACTIONS],
@@ -78,6 +82,7 @@ def main(argv=None):
         on_miss=args.on_miss,
         min_neighbors=args.min_neighbors,
         min_face=args.min_face,
+        align=args.align,
     )
     summary = crop_dataset(args.src, args.dst, options, workers=args.workers, overwrite=args.overwrite,
                            progress=not args.quiet)

@@ -31,6 +31,16 @@ def parse_args(argv=None):
     parser.add_argument("--model", default="seed", help=MODEL_CHOICES_HELP)
     parser.add_argument("--weights", help="transfer models: a local weights file, or 'none' for random init "
                         "(default: the model's pretrained weights)")
+    parser.add_argument("--backbone", default="fer2013",
+                        help="--model fusion: the frozen network whose features are fused: fer2013 (default) or a "
+                        "keras.applications backbone (mobilenetv3small, efficientnetb0, resnet50; ImageNet weights "
+                        "download on first use, or give them with --weights)")
+    parser.add_argument("--fusion-parts", default="trunk,hog,landmarks",
+                        help="--model fusion: the parts of the fused vector, comma list of trunk, hog, landmarks")
+    parser.add_argument("--subject-norm", action="store_true",
+                        help="--model fusion: centre each person's features on their own mean before the head "
+                        "(TRANSDUCTIVE: a test person's photos are centred together; needs >= 3 photos a person); "
+                        "reports give the number without it beside it")
     parser.add_argument("--img-size", type=int, default=None,
                         help="input side in pixels (default: 256 for seed, the model's own for transfer models)")
     parser.add_argument("--epochs", type=int, default=None,
@@ -77,6 +87,7 @@ def settings_from_args(args):
         augment=args.augment, offline_aug=args.offline_aug, cache=args.cache, folds=args.folds,
         cv_valid_fraction=args.cv_valid_fraction, distribute=args.distribute, cpu_devices=args.cpu_devices,
         deterministic=args.deterministic, seed=args.seed, gallery_size=args.gallery_size,
+        backbone=args.backbone, fusion_parts=args.fusion_parts, subject_norm=args.subject_norm,
     )
 
 
@@ -91,9 +102,16 @@ def main(argv=None):
         print(f"{metrics['folds']}-fold CV accuracy {metrics['accuracy_mean']:.3f} ± {metrics['accuracy_std']:.3f}, "
               f"macro-F1 {metrics['macro_f1_mean']:.3f} ± {metrics['macro_f1_std']:.3f} (chance "
               f"{metrics['chance_accuracy']:.3f})")
+        if "plain_accuracy_mean" in metrics:
+            print(f"  without --subject-norm (inductive, same folds): accuracy {metrics['plain_accuracy_mean']:.3f} "
+                  f"± {metrics['plain_accuracy_std']:.3f}; the number above is TRANSDUCTIVE (each test person's "
+                  "photos centred together)")
     else:
         print(f"test accuracy {metrics['test_accuracy']:.3f} (chance {metrics['chance_accuracy']:.3f}), "
               f"macro-F1 {metrics['macro_f1']:.3f}")
+        if "plain_test_accuracy" in metrics:
+            print(f"  without --subject-norm (inductive): test accuracy {metrics['plain_test_accuracy']:.3f}; the "
+                  "number above is TRANSDUCTIVE (each test person's photos centred together)")
     print(f"run folder: {result.run_dir}  (open {result.run_dir / 'report.html'})")
     return 0
 

@@ -36,6 +36,13 @@ def parse_args(argv=None):
     parser.add_argument("--faces-only", action="store_true",
                         help="inputs are already-cropped faces (e.g. a Dataset folder): skip face detection")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="faces per model call")
+    parser.add_argument("--subject-norm", action="store_true",
+                        help="for fusion models trained with --subject-norm: centre each person's faces on their own "
+                        "mean (TRANSDUCTIVE; photos only, at least 3 faces a person; people from RaFD names or "
+                        "--subject-regex)")
+    parser.add_argument("--subject-regex", default=None,
+                        help=r"with --subject-norm: regex on the file name whose first group is the person, "
+                        r"e.g. '^([A-Z]{2})\.' for JAFFE")
     parser.add_argument("--every", type=int, default=1, metavar="N",
                         help="videos and cameras: analyse every Nth frame (annotated videos keep every frame)")
     parser.add_argument("--max-frames", type=int, default=None, metavar="N",
@@ -68,6 +75,7 @@ def main(argv=None):
     result = predict(
         args.model, args.inputs, camera=args.camera, out_dir=args.out, fmt=args.format,
         batch_size=args.batch_size, every=args.every, max_frames=args.max_frames, faces_only=args.faces_only,
+        subject_norm=args.subject_norm, subject_regex=args.subject_regex,
         cascade=args.cascade, margin=args.margin, max_faces=args.max_faces, show=args.show,
         workers=args.workers, progress=not args.quiet,
     )

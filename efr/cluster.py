@@ -158,20 +158,28 @@ def pixel_features(paths, size=PIXEL_SIZE):
 
 
 def hog_features(paths, size=HOG_SIZE):
-    """OpenCV HOG descriptors of grey size x size faces (float32, one row per file)."""
-    import cv2
+    """OpenCV HOG descriptors of grey size x size faces (float32, one row per file; efr.features' HOG)."""
+    from efr.features import hog_features as hog_of_images
 
-    hog = cv2.HOGDescriptor((size, size), (16, 16), (8, 8), (8, 8), 9)
-    out = np.empty((len(paths), hog.getDescriptorSize()), dtype=np.float32)
-    for i, path in enumerate(paths):
-        out[i] = hog.compute(_grey(path, size)).reshape(-1)
-    return out
+    return hog_of_images([_grey(path, size) for path in paths], size)
 
 
-def extract_features(kind, paths, model=None, image_size=None):
+def fusion_embedding(model, meta, paths, subjects=None):
+    """A fusion model's standardised (and, for --subject-norm models, per-person centred) vectors."""
+    from efr.fusion import FusionRunner, read_faces
+
+    runner = FusionRunner(model, meta)
+    return runner.embedding(read_faces(paths), groups=subjects if runner.spec.subject_norm else None)
+
+
+def extract_features(kind, paths, model=None, image_size=None, meta=None, subjects=None):
     if kind == "model":
         if model is None:
             raise EFRError("--features model needs --model runs/<name>/best.keras")
+        from efr.fusion import is_fusion
+
+        if is_fusion(meta):
+            return fusion_embedding(model, meta, paths, subjects)
         return model_features(model, paths, image_size)
     if kind == "pixels":
         return pixel_features(paths)
@@ -221,6 +229,14 @@ def embedding_map(features, labels, class_names, path, method="tsne", seed=0, ti
 # --------------------------------------------------------------------------- the whole stage
 
 
+def _subjects_of(dataset, split, paths):
+    """The subject of each file (from the manifest or RaFD names); "" where unknown."""
+    from efr import data as efr_data
+
+    known = {str(s.path): s.subject for s in efr_data.scan_dataset(dataset, splits=(split,), require_all=False)}
+    return [known.get(str(p), "") for p in paths]
+
+
 def run_clustering(dataset, out_dir, model_path=None, features="model", pca=50, split="Test", centroid_split="Train",
                    methods=("kmeans", "agglomerative", "gmm"), map_method="tsne", seed=0):
     """Cluster one split's faces and write cluster.json and cluster_map.png into ``out_dir``.
@@ -249,7 +265,7 @@ def run_clustering(dataset, out_dir, model_path=None, features="model", pca=50, 
     present = sorted(set(labels.tolist()))
     k = len(present)
     log.info("%s: %d faces of %d emotions; %s features", split, len(paths), k, features)
-    test_raw = extract_features(features, paths, model, image_size)
+    test_raw = extract_features(features, paths, model, image_size, meta, _subjects_of(dataset, split, paths))
 
     train_raw = train_labels = None
     if centroid_split:
@@ -260,7 +276,8 @@ def run_clustering(dataset, out_dir, model_path=None, features="model", pca=50, 
             log.warning("no nearest-centroid score: %s", err)
             train_paths = []
         if train_paths:
-            train_raw = extract_features(features, train_paths, model, image_size)
+            train_raw = extract_features(features, train_paths, model, image_size, meta,
+                                         _subjects_of(dataset, centroid_split, train_paths))
             train_labels = np.asarray(train_labels)
 
     # Standardisation and PCA are fitted on the Train split when there is one (as a

@@ -38,7 +38,8 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
-from efr import faces
+from efr import faces, landmarks
+from efr.align import ALIGN_MODES, align_crop
 from efr.emotions import EMOTIONS, UnknownEmotionError, canonical_emotion
 from efr.errors import EFRError
 from efr.imageio import PARTIAL_SUFFIX, UnreadableImageError, is_image_file, read_image, write_image
@@ -56,7 +57,8 @@ SETTINGS_NAME = "crop_settings.json"
 SUMMARY_NAME = "crop_summary.json"
 OUTPUT_EXT = ".png"  # lossless: the crops are training data, not previews
 CHECKPOINT_SECONDS = 10.0  # how often the manifest is saved during a run, for resuming
-MIN_PHOTOS_PER_WORKER = 16  # below this many photos per worker, a process is not worth starting
+MIN_PHOTOS_PER_WORKER = 16
+UNALIGNED_REASON = "no landmarks found"  # below this many photos per worker, a process is not worth starting
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,9 @@ class CropOptions:
     scale_factor: float = faces.DEFAULT_SCALE_FACTOR
     min_neighbors: int = faces.DEFAULT_MIN_NEIGHBORS
     min_face: float = faces.DEFAULT_MIN_FACE
+    # "eyes": the face mesh (efr.landmarks) finds the eyes in the Haar box and the crop is
+    # turned so that they are level, with the Haar crops' framing (efr.align).
+    align: str = "none"
 
 
 # ---------------------------------------------------------------------------------------
@@ -127,6 +132,10 @@ def check_options(options):
     if options.subject_regex is not None:
         compile_subject_regex(options.subject_regex)
     faces.cascade_path(options.cascade)
+    if options.align not in ALIGN_MODES:
+        raise EFRError(f"--align {options.align}: expected one of {', '.join(ALIGN_MODES)}")
+    if options.align == "eyes":
+        landmarks.mesh_model_path()  # the model file must be there before any photo is read
 
 
 def compile_subject_regex(pattern):
@@ -316,7 +325,7 @@ _OPTION_NAMES = {
     "gazes": "--gaze", "cascade": "--cascade", "margin": "--margin", "size": "--size", "fractions": "--split",
     "seed": "--seed", "folds": "--folds", "on_miss": "--on-miss", "min_neighbors": "--min-neighbors",
     "min_face": "--min-face", "detect_max_side": "detection size", "retry_max_side": "detection retry size",
-    "scale_factor": "detection scale factor",
+    "scale_factor": "detection scale factor", "align": "--align",
 }
 
 
@@ -329,7 +338,8 @@ def settings_differences(old, new):
 
 
 def _our_entries(dst):
-    return [Path(dst) / name for name in (*SPLITS, MANIFEST_NAME, SETTINGS_NAME, SUMMARY_NAME)]
+    return [Path(dst) / name for name in (*SPLITS, MANIFEST_NAME, SETTINGS_NAME, SUMMARY_NAME,
+                                          landmarks.LANDMARKS_NAME)]
 
 
 def prepare_destination(dst, settings, overwrite):
@@ -377,8 +387,8 @@ def remove_partial_files(dst):
 _WORKER = {}
 
 
-def init_worker(cascade_file, detect_kwargs, pool=True):
-    """Process-pool initializer: load the cascade once per worker."""
+def init_worker(cascade_file, detect_kwargs, pool=True, align="none"):
+    """Process-pool initializer: load the cascade (and the face mesh for --align eyes) once per worker."""
     if pool:
         # One OpenCV thread per worker process: the pool already uses every core.
         cv2.setNumThreads(1)
@@ -387,34 +397,47 @@ def init_worker(cascade_file, detect_kwargs, pool=True):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER["cascade"] = faces.load_cascade(cascade_file)
     _WORKER["detect"] = detect_kwargs
+    _WORKER["mesh"] = landmarks.FaceMesh() if align == "eyes" else None
 
 
 def crop_one(task):
     """Detect, crop and write one photo. ``task`` = (source file, output file, size, margin, on_miss).
 
-    Returns {"status", "reason", "box"}; a bad photo is a result, never an exception.
+    Returns {"status", "reason", "box", "landmarks"}; a bad photo is a result, never an
+    exception.  With the face mesh loaded (--align eyes) the crop is eye-levelled and
+    "landmarks" holds the 468 points in crop pixels (None where the mesh found no face:
+    that crop stays unaligned and its reason says so).
     """
     source, output, size, margin, on_miss = task
     try:
         image = read_image(source)
     except UnreadableImageError as err:
-        return {"status": "unreadable", "reason": str(err), "box": None}
+        return {"status": "unreadable", "reason": str(err), "box": None, "landmarks": None}
     try:
         boxes = faces.find_faces(_WORKER["cascade"], image, **_WORKER["detect"])
     except cv2.error as err:  # an image OpenCV decodes but cannot process; keep going
-        return {"status": "unreadable", "reason": f"{source}: OpenCV failed on it ({err.err})", "box": None}
-    reason = ""
+        return {"status": "unreadable", "reason": f"{source}: OpenCV failed on it ({err.err})", "box": None,
+                "landmarks": None}
+    reasons = []
     if boxes:
         box = faces.square_box(boxes[0], image.shape, margin)
         if len(boxes) > 1:
-            reason = f"{len(boxes)} faces found; kept the largest"
+            reasons.append(f"{len(boxes)} faces found; kept the largest")
     elif on_miss == "center":
         box = faces.center_box(image.shape)
-        reason = "no face found; centre square crop (--on-miss center)"
+        reasons.append("no face found; centre square crop (--on-miss center)")
     else:
-        return {"status": "no_face", "reason": "no face found by the Haar cascade", "box": None}
-    write_image(output, faces.crop_square(image, box, size))
-    return {"status": "ok", "reason": reason, "box": box}
+        return {"status": "no_face", "reason": "no face found by the Haar cascade", "box": None, "landmarks": None}
+    mesh = _WORKER.get("mesh")
+    points = mesh.points(image, boxes[0]) if mesh is not None and boxes else None
+    if points is not None:
+        crop, crop_points = align_crop(image, points, size, margin)
+    else:
+        crop, crop_points = faces.crop_square(image, box, size), None
+        if mesh is not None:
+            reasons.append(f"{UNALIGNED_REASON}: unaligned crop")
+    write_image(output, crop)
+    return {"status": "ok", "reason": "; ".join(reasons), "box": box, "landmarks": crop_points}
 
 
 def _pool_context():
@@ -424,12 +447,12 @@ def _pool_context():
     return multiprocessing.get_context("spawn")
 
 
-def run_tasks(tasks, cascade_file, detect_kwargs, workers, progress):
+def run_tasks(tasks, cascade_file, detect_kwargs, workers, progress, align="none"):
     """Yield (index, result) for every task, in a pool of ``workers`` processes (inline for 1)."""
     bar = tqdm(total=len(tasks), desc="cropping", unit="photo", disable=not progress, leave=False)
     try:
         if workers <= 1 or len(tasks) <= 1:
-            init_worker(cascade_file, detect_kwargs, pool=False)
+            init_worker(cascade_file, detect_kwargs, pool=False, align=align)
             for index, task in enumerate(tasks):
                 yield index, crop_one(task)
                 bar.update()
@@ -437,7 +460,7 @@ def run_tasks(tasks, cascade_file, detect_kwargs, workers, progress):
         chunksize = max(1, min(16, len(tasks) // (workers * 8)))
         with concurrent.futures.ProcessPoolExecutor(
             max_workers=workers, mp_context=_pool_context(), initializer=init_worker,
-            initargs=(cascade_file, detect_kwargs),
+            initargs=(cascade_file, detect_kwargs, True, align),
         ) as pool:
             try:
                 for index, result in enumerate(pool.map(crop_one, tasks, chunksize=chunksize)):
@@ -468,6 +491,8 @@ class CropSummary:
     reused: int = 0
     centre_crops: int = 0
     several_faces: int = 0
+    align: str = "none"
+    unaligned: list = field(default_factory=list)  # --align eyes: crops whose landmarks were not found
     ignored_files: int = 0
     ignored_examples: list = field(default_factory=list)
     mapped_folders: dict = field(default_factory=dict)  # folder name -> canonical emotion
@@ -489,6 +514,10 @@ class CropSummary:
             + f"; {self.ignored_files} non-image file(s) ignored"
         )
         lines.append(f"crops: {self.written} written, {self.reused} already done; {self.centre_crops} centre crops")
+        if self.align == "eyes":
+            lines.append(f"eye-levelled: {self.usable - len(self.unaligned)} of {self.usable} crops "
+                         f"({len(self.unaligned)} without landmarks kept unaligned; landmarks in "
+                         f"{landmarks.LANDMARKS_NAME})")
         emotions = [e for e in EMOTIONS if any(self.table.get(s, {}).get(e) for s in SPLITS)]
         if emotions:
             unit = "images (split by image)" if self.split_by_image else "subjects"
@@ -506,6 +535,7 @@ class CropSummary:
             lines.append("folders mapped: " + ", ".join(f"{k} -> {v}" for k, v in sorted(self.mapped_folders.items())))
         for title, items in (
             ("no face found", self.no_face),
+            ("no landmarks found (unaligned crop)", self.unaligned),
             ("unreadable", [f"{s}: {r}" for s, r in self.unreadable]),
             ("unknown labels", [f"{n} x {r}" for r, n in sorted(self.unknown_labels.items())]),
             ("non-image files ignored (e.g.)", self.ignored_examples),
@@ -543,6 +573,8 @@ def make_summary(src, dst, layout, rows, ignored, mapped, written, reused, by_im
             subjects[row["split"]].add(row["source"] if by_image else row["subject"])
             summary.centre_crops += row["reason"].startswith("no face found")
             summary.several_faces += "faces found" in row["reason"]
+            if UNALIGNED_REASON in row["reason"]:
+                summary.unaligned.append(row["source"])
         elif row["status"] == "no_face":
             summary.no_face.append(row["source"])
         elif row["status"] == "unreadable":
@@ -685,7 +717,13 @@ def crop_dataset(src, dst, options=CropOptions(), workers=None, overwrite=False,
 
     augmented = [r for r in old_rows if r["kind"] != "original"] + listed
 
+    # Landmarks of the crops (--align eyes): those of reused crops come from the earlier run's file.
+    old_points = landmarks.read_landmarks_file(dst) if state == "resume" and options.align == "eyes" else {}
+    points = {r["output"]: old_points[r["output"]] for r in done if r["output"] in old_points}
+
     def save(extra=augmented):
+        if options.align == "eyes":
+            landmarks.write_landmarks_file(dst, points)
         write_manifest(dst, _manifest_rows(fixed + done + list(extra)))
 
     if reused:
@@ -701,8 +739,10 @@ def crop_dataset(src, dst, options=CropOptions(), workers=None, overwrite=False,
     cascade_file = str(faces.cascade_path(options.cascade))
     last_save = time.monotonic()
     try:
-        for index, result in run_tasks(tasks, cascade_file, detect_kwargs, workers, progress):
+        for index, result in run_tasks(tasks, cascade_file, detect_kwargs, workers, progress, options.align):
             row = _clean(task_rows[index])
+            if result.get("landmarks") is not None:
+                points[row["output"]] = result["landmarks"]
             row.update(status=result["status"], reason=result["reason"])
             if result["box"] is not None:
                 row.update(zip("xywh", result["box"]))
@@ -737,5 +777,6 @@ def crop_dataset(src, dst, options=CropOptions(), workers=None, overwrite=False,
         check_subject_disjoint(final)
     written = sum(r["status"] == "ok" for r in done) - reused
     summary = make_summary(src, dst, layout, final, ignored, mapped, written, reused, by_image, warnings)
+    summary.align = options.align
     write_json(dst / SUMMARY_NAME, asdict(summary))
     return summary

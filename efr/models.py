@@ -17,6 +17,7 @@ from efr.errors import EFRError
 from efr.faces import DEFAULT_IMAGE_SIZE
 
 SEED_MODEL = "seed"
+FUSION_MODEL = "fusion"  # efr.fusion: frozen trunk + HOG + landmarks, softmax head
 MIN_SEED_IMAGE_SIZE = 24  # three 2x poolings and two valid 3x3 convolutions need this much
 
 
@@ -54,15 +55,21 @@ def seed_cnn(num_classes, image_size=DEFAULT_IMAGE_SIZE):
     )
 
 
-def build_model(name, num_classes, image_size=None, weights=None):
+def build_model(name, num_classes, image_size=None, weights=None, **fusion_options):
     """Build model ``name`` for ``num_classes`` classes; returns a BuiltModel-like object.
 
     ``"seed"``: the seed CNN at ``image_size`` (default 256), random initial weights.
-    Any other name goes to ``efr.transfer.build_transfer_model`` (its ``.backbone``
-    is trained in two phases by efr.train).
+    ``"fusion"``: efr.fusion's frozen features + softmax head (``fusion_options``:
+    backbone, parts, subject_norm).  Any other name goes to
+    ``efr.transfer.build_transfer_model`` (its ``.backbone`` is trained in two phases by
+    efr.train).
     """
     if int(num_classes) < 2:
         raise EFRError(f"a classifier needs at least 2 classes; the dataset has {num_classes}")
+    if str(name).strip().lower() == FUSION_MODEL:
+        from efr.fusion import build_fusion
+
+        return build_fusion(num_classes, image_size, weights, **fusion_options)
     if str(name).strip().lower() != SEED_MODEL:
         from efr import transfer
 
@@ -101,4 +108,4 @@ def model_names():
         from efr.transfer import TRANSFER_MODELS
     except ImportError:
         TRANSFER_MODELS = ()
-    return (SEED_MODEL, *TRANSFER_MODELS)
+    return (SEED_MODEL, *TRANSFER_MODELS, FUSION_MODEL)

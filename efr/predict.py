@@ -185,6 +185,29 @@ class Predictor:
         self.max_faces = max_faces
         faces.load_cascade(self.cascade_name)  # fail now, not in a worker thread
         self._local = threading.local()
+        # Models trained on eye-levelled crops (crop.py --align eyes) get eye-levelled faces here too.
+        self.align = crop.get("align") == "eyes" and not faces_only
+        self.fusion = None
+        from efr.fusion import FusionRunner, is_fusion
+
+        if is_fusion(meta):
+            self.fusion = FusionRunner(model, meta)
+        if self.align:
+            from efr.landmarks import mesh_model_path
+
+            mesh_model_path()  # fail now if the face mesh is not installed
+
+    @property
+    def subject_norm(self):
+        """Whether the model centres each person's features (--subject-norm): it needs groups of faces."""
+        return self.fusion is not None and self.fusion.spec.subject_norm
+
+    def _mesh(self):
+        if not hasattr(self._local, "mesh"):
+            from efr.landmarks import FaceMesh
+
+            self._local.mesh = FaceMesh()
+        return self._local.mesh
 
     def _cascade(self):
         # A CascadeClassifier is not safe to share between threads: one per thread.
@@ -209,16 +232,35 @@ class Predictor:
         boxes = [faces.square_box(b, image.shape, self.margin) for b in boxes]
         return boxes[: self.max_faces] if self.max_faces else boxes
 
+    def face_crop(self, image, box):
+        """The BGR face crop for ``box`` as crop.py cut it (eye-levelled for --align eyes models)."""
+        if self.align:
+            points = self._mesh().points(image, box)
+            if points is not None:
+                from efr.align import align_crop
+
+                return align_crop(image, points, self.crop_size, self.margin)[0]
+        return faces.crop_square(image, box, self.crop_size)
+
     def crops(self, image, boxes):
-        """The model inputs (RGB uint8) for ``boxes`` of ``image``."""
+        """The model inputs for ``boxes`` of ``image``: RGB uint8 at the model's size (fusion: BGR crops)."""
+        prepare = (lambda face: face) if self.fusion is not None else self.to_model_input
         if self.faces_only:
-            return [self.to_model_input(image)]
-        return [self.to_model_input(faces.crop_square(image, box, self.crop_size)) for box in boxes]
+            return [prepare(image)]
+        return [prepare(self.face_crop(image, box)) for box in boxes]
+
+    def features(self, crops):
+        """Fusion models: the fused feature vectors of BGR crops (for per-person centring)."""
+        return self.fusion.raw_features(crops)
 
     def classify(self, crops):
-        """Probabilities (N, classes) for a list of RGB uint8 crops, in batches."""
+        """Probabilities (N, classes) for a list of crops (from ``crops``), in batches."""
         if not crops:
             return np.zeros((0, len(self.class_names)), np.float32)
+        if self.fusion is not None:
+            if self.subject_norm:
+                raise EFRError("this model was trained with --subject-norm: predict with --subject-norm")
+            return self.fusion.predict(crops)
         out = []
         for start in range(0, len(crops), self.batch_size):
             batch = np.stack(crops[start : start + self.batch_size]).astype(np.float32)
@@ -461,6 +503,46 @@ class Runner:
         finally:
             bar.close()
 
+    def run_images_grouped(self, items, subjects):
+        """--subject-norm: every face's features first, then each person's mean, then the head.
+
+        ``subjects``: {photo path: person}.  Transductive: a face's label depends on the
+        other photos of the same person given in this run.
+        """
+        bar = tqdm(total=len(items), desc="photos", unit="photo", disable=not self.progress)
+        found_items = bounded_map(self._find_in_file, items, self.workers, window=4 * self.workers + 8)
+        kept, blocks, groups = [], [], []
+        try:
+            for found in found_items:
+                bar.update()
+                if found.error:
+                    self.result.skipped.append((found.source, found.error))
+                    log.warning("skipped %s", found.error)
+                    continue
+                if found.crops:
+                    blocks.append(self.predictor.features(found.crops))
+                    groups += [subjects[found.source]] * len(found.crops)
+                found.image, found.crops = None, [len(found.crops)]
+                kept.append(found)
+        finally:
+            bar.close()
+        fusion = self.predictor.fusion
+        probs = np.zeros((0, len(self.predictor.class_names)), np.float32)
+        if blocks:
+            raw = np.concatenate(blocks)
+            probs = fusion.probabilities(raw, fusion.offsets(raw, groups, where="the photos given"))
+        start = 0
+        for found in kept:
+            n = found.crops[0]
+            rows = self.predictor.rows_for(found.source, found.frame, found.boxes, probs[start : start + n])
+            start += n
+            self.result.photos += 1
+            self.result.rows.extend(rows)
+            if self.out_dir is not None:
+                path = self.out_dir / ANNOTATED_DIR / found.rel
+                write_image(path, annotate(read_image(found.source), rows))
+                self.result.outputs.append(path)
+
     # -- videos and cameras ---------------------------------------------------------------
 
     def run_video(self, item, every=1, max_frames=None):
@@ -680,13 +762,40 @@ def format_summary(result):
 # The whole stage
 
 
+def photo_subjects(items, subject_regex=None):
+    """{photo path: person} from RaFD names or ``subject_regex``; an error naming photos with neither."""
+    from efr.crop import compile_subject_regex
+    from efr.rafd import rafd_subject
+
+    regex = compile_subject_regex(subject_regex) if subject_regex else None
+    subjects, missing = {}, []
+    for item in items:
+        name = Path(item.path).name
+        match = regex.search(name) if regex else None
+        subject = match.group(1) if match else ("" if regex else rafd_subject(name))
+        if subject:
+            subjects[str(item.path)] = subject
+        else:
+            missing.append(name)
+    if missing:
+        how = f"--subject-regex {subject_regex!r} does not match" if regex else "no RaFD name and no --subject-regex for"
+        raise EFRError(
+            f"--subject-norm needs the person in every photo: {how} {len(missing)} photo(s), e.g. "
+            f"{', '.join(missing[:3])}. Give --subject-regex with the subject in its first group "
+            r"(e.g. '^([A-Z]{2})\.' for JAFFE)"
+        )
+    return subjects
+
+
 def predict(model_path, inputs=(), camera=None, out_dir=None, fmt="csv", batch_size=DEFAULT_BATCH_SIZE,
             every=1, max_frames=None, faces_only=False, cascade=None, margin=None, max_faces=None, show=False,
-            workers=None, progress=True):
+            workers=None, progress=True, subject_norm=False, subject_regex=None):
     """Predict every face in ``inputs`` (photos, folders, videos) or a camera; return a PredictionResult.
 
     Raises EFRError for an unusable model, a missing input path, or when nothing at all
     could be read.  With ``out_dir``: writes predictions.<fmt> and annotated copies.
+    ``subject_norm``: for fusion models trained with --subject-norm: faces are centred on
+    their person's mean (people from RaFD names or ``subject_regex``); photos only.
     """
     if fmt not in FORMATS:
         raise EFRError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
@@ -703,8 +812,22 @@ def predict(model_path, inputs=(), camera=None, out_dir=None, fmt="csv", batch_s
     items = collect_inputs(inputs, out_dir) if inputs else []
     if inputs and not items:
         raise EFRError(f"no photos or videos found in {', '.join(str(i) for i in inputs)}")
+    subjects = None
+    if subject_norm:
+        if camera is not None or any(i.kind == "video" for i in items):
+            raise EFRError("--subject-norm works on photos (grouped by person); videos and cameras are not "
+                           "supported with it yet: leave them out or use a model trained without --subject-norm")
+        subjects = photo_subjects(items, subject_regex)
     predictor = load_predictor(model_path, cascade=cascade, margin=margin, faces_only=faces_only,
                                batch_size=batch_size, max_faces=max_faces)
+    if predictor.subject_norm and not subject_norm:
+        raise EFRError(
+            f"{model_path} was trained with --subject-norm: it classifies a face relative to the other photos of "
+            "the same person, so predict with --subject-norm (people from RaFD names or --subject-regex)"
+        )
+    if subject_norm and not predictor.subject_norm:
+        raise EFRError(f"--subject-norm: {model_path} was not trained with --subject-norm (efe_cnn.py --model "
+                       "fusion --subject-norm); leave the option out")
     log.info("model %s: %d classes (%s), input %dx%d", model_path, len(predictor.class_names),
              ", ".join(predictor.class_names), predictor.image_size[1], predictor.image_size[0])
     runner = Runner(predictor, out_dir=out_dir, workers=workers, progress=progress, show=show)
@@ -713,7 +836,9 @@ def predict(model_path, inputs=(), camera=None, out_dir=None, fmt="csv", batch_s
             runner.run_camera(camera, every=every, max_frames=max_frames)
         images = [i for i in items if i.kind == "image"]
         videos = [i for i in items if i.kind == "video"]
-        if images:
+        if images and subjects is not None:
+            runner.run_images_grouped(images, subjects)
+        elif images:
             runner.run_images(images)
         for item in videos:
             if runner.stopped:

@@ -38,8 +38,9 @@ from efr.crop import read_settings as read_crop_settings
 from efr.errors import EFRError
 from efr.imageio import write_text_atomic
 from efr.manifest import SPLITS
-from efr.models import build_model, compile_model
-from efr.modelio import load_model
+from efr.fusion import FusionBuilt
+from efr.models import FUSION_MODEL, build_model, compile_model
+from efr.modelio import load_model, save_model
 from efr.runinfo import library_versions, machine_info, write_json
 from efr.split import assign_folds
 from efr.transfer import TRAINING_DEFAULTS
@@ -82,6 +83,10 @@ class TrainSettings:
     deterministic: bool = False
     seed: int = 0
     gallery_size: int = 48
+    # --model fusion (efr.fusion)
+    backbone: str = "fer2013"
+    fusion_parts: str = "trunk,hog,landmarks"
+    subject_norm: bool = False
 
     def __post_init__(self):
         # Training values left None take the model's defaults, so args.json records the values used.
@@ -343,9 +348,52 @@ def _model_meta(built, class_names, settings, run_name):
     return meta
 
 
+def is_fusion(settings):
+    return str(settings.model).strip().lower() == FUSION_MODEL
+
+
 def _build(settings, num_classes, strategy):
+    options = {}
+    if is_fusion(settings):
+        options = {"backbone": settings.backbone, "parts": settings.fusion_parts.split(","),
+                   "subject_norm": settings.subject_norm}
     with strategy.scope():
-        return build_model(settings.model, num_classes, settings.image_size, settings.weights)
+        return build_model(settings.model, num_classes, settings.image_size, settings.weights, **options)
+
+
+def fit_fusion_split(built, train, valid, class_names, settings, meta, out_dir=None, save_files=True):
+    """--model fusion's counterpart of fit_model: features once (cached), the head in seconds."""
+    from efr import fusion
+
+    history, fit = fusion.fit_fusion(built, train, valid, class_names, settings.dataset, settings.seed,
+                                     progress=True)
+    meta.update(fusion=fusion.fusion_meta(built), image_size=[built.image_size, built.image_size])
+    if out_dir is not None:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(history[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(history)
+        write_text_atomic(Path(out_dir) / "history.csv", buffer.getvalue())
+    if save_files:
+        save_model(built.model, Path(out_dir) / "best.keras", meta)
+        save_model(built.model, Path(out_dir) / "last.keras", meta)
+    return fit
+
+
+def predict_samples(built, samples, settings, where="Test"):
+    """{"probs": (n, classes)} for a split's samples; fusion --subject-norm adds "probs_plain"."""
+    if isinstance(built, FusionBuilt):
+        from efr import fusion
+
+        return fusion.predict_fusion(built, samples, settings.dataset, where=where)
+    return {"probs": predict_paths(built.model, [s.path for s in samples], built.image_size)}
+
+
+def _transductive_note(plain_accuracy, accuracy):
+    return (f"--subject-norm is TRANSDUCTIVE: each test person's photos were centred on that person's mean "
+            f"features, so the model looked at all of a person's test photos together (and needs several of them). "
+            f"Accuracy with it {accuracy:.3f}; the same head without centring (inductive, one photo at a time) "
+            f"{plain_accuracy:.3f}.")
 
 
 def _base_args(settings, strategy):
@@ -404,7 +452,8 @@ def train_once(settings, strategy):
     if dropped_test:
         log.warning("left out %d augmented file(s) in Test: the test set is never augmented", dropped_test)
     replicas = strategy.num_replicas_in_sync
-    _check_enough(len(train), settings.batch_size, f"{settings.dataset}/Train", replicas)
+    _check_enough(len(train), 1 if is_fusion(settings) else settings.batch_size, f"{settings.dataset}/Train",
+                  replicas)
     _check_enough(len(valid), 1, f"{settings.dataset}/Valid")
     _check_enough(len(test), 1, f"{settings.dataset}/Test")
 
@@ -434,6 +483,27 @@ def train_once(settings, strategy):
 
     labels = {name: efr_data.labels_of(part, class_names) for name, part in
               (("Train", train), ("Valid", valid), ("Test", test))}
+    if isinstance(built, FusionBuilt):
+        started = time.perf_counter()
+        fit = fit_fusion_split(built, train, valid, class_names, settings, meta, out_dir=run_dir)
+        train_seconds = time.perf_counter() - started
+        predicted = predict_samples(built, test, settings)
+    else:
+        fit, train_seconds, predicted = _fit_keras_split(built, train, valid, test, labels, class_names, settings,
+                                                         meta, strategy, run_dir)
+    test_paths = [s.path for s in test]
+    probs = predicted["probs"]
+    y_true = np.asarray(labels["Test"])
+    metrics = evaluate.write_evaluation(run_dir, y_true, probs, class_names)
+    write_text_atomic(run_dir / "test_predictions.csv", predictions_csv(test_paths, y_true, probs, class_names))
+    history = evaluate.read_history(run_dir / "history.csv")
+    evaluate.plot_history(history, run_dir / "curves.png", title=f"{run_dir.name}: training curves")
+    return _finish_single_run(settings, run_dir, built, class_names, train, valid, test, test_paths, y_true, probs,
+                              predicted, metrics, fit, train_seconds)
+
+
+def _fit_keras_split(built, train, valid, test, labels, class_names, settings, meta, strategy, run_dir):
+    size = built.image_size
     train_data = efr_data.make_dataset(
         [s.path for s in train], labels["Train"], len(class_names), size, settings.batch_size, shuffle=True,
         seed=settings.seed, augment="online" if settings.augment == "online" else None, cache=settings.cache,
@@ -447,14 +517,12 @@ def train_once(settings, strategy):
     with named_decode_errors([s.path for s in train + valid]):
         fit = fit_model(built, train_data, valid_data, settings, meta, strategy, out_dir=run_dir)
     train_seconds = time.perf_counter() - started
+    return fit, train_seconds, predict_samples(built, test, settings)
 
-    test_paths = [s.path for s in test]
-    probs = predict_paths(built.model, test_paths, size)
-    y_true = np.asarray(labels["Test"])
-    metrics = evaluate.write_evaluation(run_dir, y_true, probs, class_names)
-    write_text_atomic(run_dir / "test_predictions.csv", predictions_csv(test_paths, y_true, probs, class_names))
-    history = evaluate.read_history(run_dir / "history.csv")
-    evaluate.plot_history(history, run_dir / "curves.png", title=f"{run_dir.name}: training curves")
+
+def _finish_single_run(settings, run_dir, built, class_names, train, valid, test, test_paths, y_true, probs,
+                       predicted, metrics, fit, train_seconds):
+    size = built.image_size
     results = {
         "test_accuracy": metrics["accuracy"],
         "macro_f1": metrics["macro_f1"],
@@ -472,6 +540,11 @@ def train_once(settings, strategy):
         "train_seconds": round(train_seconds, 2),
         "confusion_matrix": metrics["confusion_matrix"],
     }
+    notes = []
+    if "probs_plain" in predicted:
+        plain = float((predicted["probs_plain"].argmax(axis=1) == y_true).mean())
+        results.update(plain_test_accuracy=plain, transductive=True)
+        notes.append(_transductive_note(plain, metrics["accuracy"]))
     write_json(run_dir / "metrics.json", results)
     wrong = evaluate.misclassified(test_paths, y_true, probs, class_names, limit=settings.gallery_size)
     n_wrong = int((probs.argmax(axis=1) != y_true).sum())
@@ -493,7 +566,8 @@ def train_once(settings, strategy):
                  ("confusion matrix (row-normalised)", run_dir / "confusion_matrix_normalized.png")],
         gallery=wrong,
         gallery_total=n_wrong,
-        notes=[f"Test subjects never seen in training: {', '.join(results['test_subjects']) or 'unknown (no manifest)'}."],
+        notes=[f"Test subjects never seen in training: {', '.join(results['test_subjects']) or 'unknown (no manifest)'}.",
+               *notes],
     )
     log.info("test accuracy %.3f (chance %.3f), macro-F1 %.3f; report %s", metrics["accuracy"],
              metrics["chance_accuracy"], metrics["macro_f1"], run_dir / "report.html")
@@ -581,8 +655,9 @@ def cross_validate(settings, strategy):
     class_names = efr_data.class_names_of(originals)
     plans = plan_folds(samples, k, settings.cv_valid_fraction, settings.seed, settings.offline_aug)
     replicas = strategy.num_replicas_in_sync
+    batch = 1 if is_fusion(settings) else settings.batch_size  # the fusion head trains on all rows at once
     for plan in plans:
-        _check_enough(len(plan["train"]), settings.batch_size, f"fold {plan['fold']} training set", replicas)
+        _check_enough(len(plan["train"]), batch, f"fold {plan['fold']} training set", replicas)
 
     _build(settings, len(class_names), strategy)  # fail on missing weights before making the run folder
     run_dir = make_run_dir(settings.runs_dir, settings.name, settings.exist_ok, prefix=f"{settings.model}-cv{k}")
@@ -620,29 +695,25 @@ def cross_validate(settings, strategy):
         fold_dir.mkdir(exist_ok=True)
         meta = _model_meta(built, class_names, settings, run_dir.name)
         labels = {part: efr_data.labels_of(plan[part], class_names) for part in ("train", "valid", "test")}
-        train_data = efr_data.make_dataset(
-            [s.path for s in plan["train"]], labels["train"], len(class_names), size, settings.batch_size,
-            shuffle=True, seed=settings.seed + fold, augment="online" if settings.augment == "online" else None,
-            cache=settings.cache,
-        )
-        valid_data = efr_data.make_dataset([s.path for s in plan["valid"]], labels["valid"], len(class_names), size,
-                                           settings.batch_size, cache=settings.cache)
-        log.info("fold %d/%d: train %d images (%d augmented), valid %d (subjects %s), test %d (subjects %s)",
-                 fold, k, len(plan["train"]), plan["augmented_in_train"], len(plan["valid"]),
-                 ", ".join(plan["valid_subjects"]), len(plan["test"]), ", ".join(plan["test_subjects"]))
-        with named_decode_errors([s.path for s in plan["train"] + plan["valid"]]):
-            fit = fit_model(built, train_data, valid_data, settings, meta, strategy, out_dir=fold_dir,
-                            save_files=False, prefix=f"fold {fold}: ")
+        if isinstance(built, FusionBuilt):
+            fit = fit_fusion_split(built, plan["train"], plan["valid"], class_names, settings, meta, out_dir=fold_dir,
+                                   save_files=False)
+        else:
+            fit = _fit_keras_fold(built, plan, labels, class_names, settings, meta, strategy, fold, k, fold_dir, size)
         test_paths = [s.path for s in plan["test"]]
-        probs = predict_paths(built.model, test_paths, size)
+        predicted = predict_samples(built, plan["test"], settings, where=f"the test subjects of fold {fold}")
+        probs = predicted["probs"]
         y_true = np.asarray(labels["test"])
         metrics = evaluate.compute_metrics(y_true, probs, class_names)
+        if "probs_plain" in predicted:
+            metrics["plain_accuracy"] = float((predicted["probs_plain"].argmax(axis=1) == y_true).mean())
         evaluate.plot_history(evaluate.read_history(fold_dir / "history.csv"), fold_dir / "curves.png",
                               title=f"fold {fold}: training curves")
         write_json(fold_dir / "metrics.json", dict(metrics, **fit, test_subjects=plan["test_subjects"],
                                                    valid_subjects=plan["valid_subjects"]))
         fold_rows.append({
             "fold": fold, "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+            **({"plain_accuracy": metrics["plain_accuracy"]} if "plain_accuracy" in metrics else {}),
             "train_images": len(plan["train"]), "augmented_in_train": plan["augmented_in_train"],
             "valid_images": len(plan["valid"]), "test_images": len(plan["test"]),
             "epochs_run": fit["epochs_run"], "best_epoch": fit["best_epoch"],
@@ -653,7 +724,28 @@ def cross_validate(settings, strategy):
         all_true.append(y_true)
         all_probs.append(probs)
         all_folds += [fold] * len(test_paths)
+    return _finish_cv(settings, run_dir, k, class_names, originals, size, fold_rows, all_paths, all_true, all_probs,
+                      all_folds)
 
+
+def _fit_keras_fold(built, plan, labels, class_names, settings, meta, strategy, fold, k, fold_dir, size):
+    train_data = efr_data.make_dataset(
+        [s.path for s in plan["train"]], labels["train"], len(class_names), size, settings.batch_size,
+        shuffle=True, seed=settings.seed + fold, augment="online" if settings.augment == "online" else None,
+        cache=settings.cache,
+    )
+    valid_data = efr_data.make_dataset([s.path for s in plan["valid"]], labels["valid"], len(class_names), size,
+                                       settings.batch_size, cache=settings.cache)
+    log.info("fold %d/%d: train %d images (%d augmented), valid %d (subjects %s), test %d (subjects %s)",
+             fold, k, len(plan["train"]), plan["augmented_in_train"], len(plan["valid"]),
+             ", ".join(plan["valid_subjects"]), len(plan["test"]), ", ".join(plan["test_subjects"]))
+    with named_decode_errors([s.path for s in plan["train"] + plan["valid"]]):
+        return fit_model(built, train_data, valid_data, settings, meta, strategy, out_dir=fold_dir,
+                         save_files=False, prefix=f"fold {fold}: ")
+
+
+def _finish_cv(settings, run_dir, k, class_names, originals, size, fold_rows, all_paths, all_true, all_probs,
+               all_folds):
     y_true = np.concatenate(all_true)
     probs = np.concatenate(all_probs)
     buffer = io.StringIO()
@@ -682,6 +774,14 @@ def cross_validate(settings, strategy):
         "per_fold": fold_rows,
         "confusion_matrix": pooled["confusion_matrix"],
     }
+    summary_extra, notes = [], []
+    if fold_rows and "plain_accuracy" in fold_rows[0]:
+        plain = np.array([r["plain_accuracy"] for r in fold_rows])
+        results.update(plain_accuracy_mean=float(plain.mean()), plain_accuracy_std=float(plain.std(ddof=1)),
+                       transductive=True)
+        summary_extra.append(("accuracy without --subject-norm (inductive)",
+                              f"{plain.mean():.3f} ± {plain.std(ddof=1):.3f}"))
+        notes.append(_transductive_note(plain.mean(), results["accuracy_mean"]))
     write_json(run_dir / "metrics.json", results)
     wrong = evaluate.misclassified(all_paths, y_true, probs, class_names, limit=settings.gallery_size)
     report.write_report(
@@ -693,6 +793,7 @@ def cross_validate(settings, strategy):
             ("photos / subjects", f"{len(originals)} / {len({s.subject for s in originals})}"),
             ("accuracy mean ± std over folds", f"{results['accuracy_mean']:.3f} ± {results['accuracy_std']:.3f}"),
             ("macro-F1 mean ± std over folds", f"{results['macro_f1_mean']:.3f} ± {results['macro_f1_std']:.3f}"),
+            *summary_extra,
             ("pooled accuracy", pooled["accuracy"]),
             ("chance accuracy", pooled["chance_accuracy"]),
             ("seed", settings.seed),
@@ -709,7 +810,7 @@ def cross_validate(settings, strategy):
                  ("confusion matrix, folds summed (row-normalised)", run_dir / "confusion_matrix_normalized.png")],
         gallery=wrong,
         gallery_total=int((probs.argmax(axis=1) != y_true).sum()),
-        notes=["Every photo is predicted once, by the model of the fold that held its subject out."],
+        notes=["Every photo is predicted once, by the model of the fold that held its subject out.", *notes],
     )
     log.info("cross-validation: accuracy %.3f ± %.3f, macro-F1 %.3f ± %.3f over %d folds; report %s",
              results["accuracy_mean"], results["accuracy_std"], results["macro_f1_mean"], results["macro_f1_std"],
