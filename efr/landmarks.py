@@ -21,8 +21,11 @@ The mesh also returns a face-presence score; below ``MIN_FACE_SCORE`` the landma
 are reported as missing and callers keep the unaligned crop.
 """
 
+import contextlib
 import importlib.util
 import math
+import os
+import sys
 from pathlib import Path
 
 import cv2
@@ -77,6 +80,28 @@ def _interpreter_class():
     return Interpreter
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence file descriptor 2 (C++ libraries' messages) for the duration, unless EFR_VERBOSE is set."""
+    if os.environ.get("EFR_VERBOSE"):
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (embedded interpreters)
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def eye_centres(points):
     """(right eye centre, left eye centre) as (x, y): means of each eye's contour points."""
     points = np.asarray(points)
@@ -107,10 +132,11 @@ class FaceMesh:
     def __init__(self, model_path=None, threads=1):
         path = Path(model_path) if model_path else mesh_model_path()
         try:
-            self.interpreter = _interpreter_class()(model_path=str(path), num_threads=int(threads))
+            with _quiet_stderr():  # TFLite's C++ "INFO: Created TensorFlow Lite XNNPACK delegate" line
+                self.interpreter = _interpreter_class()(model_path=str(path), num_threads=int(threads))
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as err:
             raise EFRError(f"{path}: not a TFLite face-mesh model ({err})") from err
-        self.interpreter.allocate_tensors()
         inputs = self.interpreter.get_input_details()
         outputs = self.interpreter.get_output_details()
         self.input_index = inputs[0]["index"]

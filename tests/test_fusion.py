@@ -1,0 +1,183 @@
+"""--model fusion (frozen trunk + HOG + landmarks, softmax head) and --subject-norm."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from efr import features, fusion, transfer
+from efr.errors import EFRError
+from efr.predict import predict
+from efr.train import TrainSettings, run_training
+
+from train_fixtures import make_tiny_dataset
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def fer_like_file(tmp_path_factory):
+    """A random mini-Xception of the published FER2013 shape (the real file is never needed by a test)."""
+    import keras
+
+    keras.utils.set_random_seed(1)
+    path = tmp_path_factory.mktemp("fer") / "mini_xception_random.hdf5"
+    transfer.mini_xception((64, 64, 1), 7, seed=1).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """8 subjects x 4 emotions x 2 gazes at 64 px: 4 Train, 2 Valid, 2 Test subjects."""
+    return make_tiny_dataset(tmp_path_factory.mktemp("fusion"), subjects=8, size=64, gazes=("frontal", "left"),
+                             emotions=("Angry", "Happy", "Sad", "Surprised"), fractions=(0.5, 0.25, 0.25), folds=4)
+
+
+def settings(dataset, runs, **kw):
+    return TrainSettings(dataset=str(dataset), runs_dir=str(runs), model="fusion", seed=0, **kw)
+
+
+@pytest.fixture(scope="module")
+def plain_run(dataset, fer_like_file, tmp_path_factory):
+    return run_training(settings(dataset, tmp_path_factory.mktemp("runs"), name="plain", weights=str(fer_like_file)))
+
+
+@pytest.fixture(scope="module")
+def norm_run(dataset, fer_like_file, tmp_path_factory):
+    return run_training(settings(dataset, tmp_path_factory.mktemp("runs"), name="norm", weights=str(fer_like_file),
+                                 subject_norm=True))
+
+
+def _predictions(run_dir):
+    with open(run_dir / "test_predictions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    names = [k[2:] for k in rows[0] if k.startswith("p_")]
+    return {r["path"]: np.array([float(r[f"p_{n}"]) for n in names]) for r in rows}
+
+
+def test_fusion_learns_held_out_synthetic_people(plain_run):
+    metrics = plain_run.metrics
+    assert metrics["test_accuracy"] >= 2 * metrics["chance_accuracy"]  # 4 classes: chance 0.25
+    for name in ("best.keras", "report.html", "history.csv", "curves.png", "metrics.json", "args.json"):
+        assert (plain_run.run_dir / name).is_file(), name
+    assert "plain_test_accuracy" not in metrics and "transductive" not in metrics
+
+
+def test_fusion_head_regularisation_is_chosen_on_valid(plain_run):
+    with open(plain_run.run_dir / "history.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [float(r["C"]) for r in rows] == list(fusion.C_GRID)
+    best = min(rows, key=lambda r: float(r["val_loss"]))
+    assert plain_run.metrics["best_epoch"] == rows.index(best) + 1
+
+
+def test_fusion_model_round_trips_through_predict(plain_run, dataset):
+    expected = _predictions(plain_run.run_dir)
+    result = predict(plain_run.run_dir / "best.keras", [dataset / "Test"], faces_only=True, progress=False)
+    assert len(result.rows) == len(expected)
+    for row in result.rows:
+        got = np.array([row.probabilities[n] for n in result.class_names])
+        np.testing.assert_allclose(got, expected[row.source], atol=1e-4)
+
+
+def test_fusion_features_are_cached(plain_run, dataset, fer_like_file, monkeypatch):
+    built = fusion.build_fusion(4, weights=str(fer_like_file))
+    caches = list((dataset / fusion.CACHE_FOLDER).glob("features-*.npz"))
+    assert caches, "no feature cache was written"
+
+    def recompute(*args, **kwargs):
+        raise AssertionError("features recomputed although cached")
+
+    monkeypatch.setattr(fusion.FusionExtractor, "hand", recompute)
+    paths = sorted((dataset / "Train").rglob("*.png"))
+    assert fusion.raw_features(built, paths, dataset).shape == (len(paths), built.spec.trunk_dim + 1764 + 936)
+
+
+def test_subject_norm_reports_both_numbers_and_says_transductive(norm_run):
+    metrics = norm_run.metrics
+    assert metrics["transductive"] is True
+    assert 0.0 <= metrics["plain_test_accuracy"] <= 1.0
+    assert metrics["test_accuracy"] >= 2 * metrics["chance_accuracy"]
+    html = (norm_run.run_dir / "report.html").read_text()
+    assert "TRANSDUCTIVE" in html and f"{metrics['plain_test_accuracy']:.3f}" in html
+    meta = json.loads((norm_run.run_dir / "args.json").read_text())["settings"]
+    assert meta["subject_norm"] is True
+
+
+def test_subject_norm_model_predicts_groups_and_refuses_without_them(norm_run, dataset, tmp_path):
+    model = norm_run.run_dir / "best.keras"
+    with pytest.raises(EFRError, match="trained with --subject-norm"):
+        predict(model, [dataset / "Test"], faces_only=True, progress=False)
+    result = predict(model, [dataset / "Test"], faces_only=True, progress=False, subject_norm=True)
+    expected = _predictions(norm_run.run_dir)  # the run centred each test person on all their photos, as here
+    for row in result.rows:
+        got = np.array([row.probabilities[n] for n in result.class_names])
+        np.testing.assert_allclose(got, expected[row.source], atol=1e-4)
+    few = sorted((dataset / "Test").rglob("*.png"))[:2]
+    with pytest.raises(EFRError, match="at least 3"):
+        predict(model, few, faces_only=True, progress=False, subject_norm=True)
+    for photo in few:
+        (tmp_path / f"x{photo.name[4:]}").write_bytes(photo.read_bytes())  # not a RaFD name any more
+    with pytest.raises(EFRError, match="needs the person in every photo"):
+        predict(model, [tmp_path], faces_only=True, progress=False, subject_norm=True)
+
+
+def test_subject_norm_with_a_plain_model_is_refused(plain_run, dataset):
+    with pytest.raises(EFRError, match="not trained with --subject-norm"):
+        predict(plain_run.run_dir / "best.keras", [dataset / "Test"], faces_only=True, progress=False,
+                subject_norm=True)
+
+
+def test_centring_needs_subjects_and_groups():
+    x = np.arange(12, dtype=np.float32).reshape(6, 2)
+    centred = features.subject_centre(x, ["a", "a", "a", "b", "b", "b"])
+    np.testing.assert_allclose(centred[:3].mean(axis=0), 0) and np.testing.assert_allclose(centred[3:].mean(axis=0), 0)
+    with pytest.raises(EFRError, match="needs the subject of every photo"):
+        features.subject_centre(x, ["a", "a", "a", "", "b", "b"])
+    with pytest.raises(EFRError, match=r"b \(2\)"):
+        features.subject_centre(x, ["a", "a", "a", "a", "b", "b"])
+
+
+def test_cross_validation_with_subject_norm_reports_both(dataset, fer_like_file, tmp_path):
+    result = run_training(settings(dataset, tmp_path, name="cv", weights=str(fer_like_file), folds=4,
+                                   subject_norm=True))
+    metrics = result.metrics
+    assert metrics["folds"] == 4 and len(metrics["per_fold"]) == 4
+    assert "plain_accuracy_mean" in metrics and metrics["transductive"] is True
+    assert all("plain_accuracy" in row for row in metrics["per_fold"])
+    assert "without --subject-norm" in (result.run_dir / "report.html").read_text()
+
+
+def test_landmarks_are_normalised_for_position_size_and_tilt():
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(468, 3)).astype(np.float32) * 10 + 100
+    base = features.normalise_landmarks(points)
+    theta = np.radians(15)
+    turn = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    moved = points.copy()
+    moved[:, :2] = (points[:, :2] @ turn.T) * 1.7 + [30, -20]
+    np.testing.assert_allclose(features.normalise_landmarks(moved), base, atol=1e-4)
+
+
+def test_backbone_features_with_stand_in_weights(dataset, tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(3)
+    donor = keras.applications.MobileNetV3Small(include_top=False, weights=None, input_shape=(32, 32, 3),
+                                                pooling="avg", include_preprocessing=True)
+    path = tmp_path / "mnv3.weights.h5"
+    donor.save_weights(path)
+    result = run_training(settings(dataset, tmp_path / "runs", name="mnv3", backbone="mobilenetv3small",
+                                   weights=str(path), image_size=32, fusion_parts="trunk,hog"))
+    meta = json.loads((result.run_dir / "args.json").read_text())
+    assert meta["model"]["weights"]["sha256"] == transfer.sha256_of(path)
+    out = predict(result.run_dir / "best.keras", [dataset / "Test"], faces_only=True, progress=False)
+    assert len(out.rows) == result.metrics["images"]["Test"]
+
+
+def test_bad_fusion_options_are_user_errors(fer_like_file):
+    with pytest.raises(EFRError, match="--fusion-parts"):
+        fusion.build_fusion(3, weights=str(fer_like_file), parts=["trunk", "nose"])
+    with pytest.raises(EFRError, match="--backbone"):
+        fusion.build_fusion(3, weights=str(fer_like_file), backbone="vgg")
