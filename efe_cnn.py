@@ -58,6 +58,9 @@ def parse_args(argv=None):
     parser.add_argument("--augment", choices=("none", "online"), default="none",
                         help="online: random flips, rotations, shifts, zooms, contrast and brightness on the fly "
                         "(training data only)")
+    parser.add_argument("--tta", choices=("none", "flip"), default="none",
+                        help="test-time augmentation: flip averages each face's probabilities with its mirror "
+                        "image's (evaluation here and predict.py, which reads it from the model)")
     parser.add_argument("--no-offline-aug", dest="offline_aug", action="store_false",
                         help="ignore data_aug.py's augmented files (used by default in Train and Valid)")
     parser.add_argument("--cache", choices=("auto", "memory", "none"), default="auto",
@@ -87,7 +90,7 @@ def settings_from_args(args):
         augment=args.augment, offline_aug=args.offline_aug, cache=args.cache, folds=args.folds,
         cv_valid_fraction=args.cv_valid_fraction, distribute=args.distribute, cpu_devices=args.cpu_devices,
         deterministic=args.deterministic, seed=args.seed, gallery_size=args.gallery_size,
-        backbone=args.backbone, fusion_parts=args.fusion_parts, subject_norm=args.subject_norm,
+        backbone=args.backbone, fusion_parts=args.fusion_parts, subject_norm=args.subject_norm, tta=args.tta,
     )
 
 

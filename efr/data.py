@@ -309,13 +309,15 @@ def decode_image(path, image_size):
     return image
 
 
-def make_image_dataset(paths, image_size, batch_size):
-    """Batches of float32 RGB [0, 255] images from ``paths``, in order, for prediction."""
+def make_image_dataset(paths, image_size, batch_size, flip=False):
+    """Batches of float32 RGB [0, 255] images from ``paths``, in order, for prediction (``flip``: mirrored)."""
     import numpy as np
     import tensorflow as tf
 
     data = tf.data.Dataset.from_tensor_slices(np.array([str(p) for p in paths]))
     data = data.map(lambda path: decode_image(path, image_size), num_parallel_calls=tf.data.AUTOTUNE)
+    if flip:
+        data = data.map(tf.image.flip_left_right, num_parallel_calls=tf.data.AUTOTUNE)
     data = data.batch(batch_size).map(lambda images: tf.cast(images, tf.float32))
     return data.prefetch(tf.data.AUTOTUNE)
 

@@ -328,9 +328,13 @@ class FusionRunner:
             return np.zeros((0, self.head_model.output_shape[-1]), np.float32)
         return np.asarray(self.head_model.predict(raw - offsets, batch_size=batch_size, verbose=0), np.float32)
 
-    def predict(self, faces_bgr, groups=None, points=None):
+    def predict(self, faces_bgr, groups=None, points=None, tta="none"):
         raw = self.raw_features(faces_bgr, points)
-        return self.probabilities(raw, self.offsets(raw, groups))
+        probs = self.probabilities(raw, self.offsets(raw, groups))
+        if tta == "flip":
+            mirrored = self.raw_features([cv2.flip(f, 1) for f in faces_bgr])
+            probs = (probs + self.probabilities(mirrored, self.offsets(mirrored, groups))) / 2.0
+        return probs
 
     def embedding(self, faces_bgr, groups=None):
         """The standardised (and, for --subject-norm models, centred) vectors the head classifies."""
@@ -412,20 +416,27 @@ def feature_config(built):
             "weights": built.weights_info.get("sha256") or built.weights_info.get("source"), "version": 1}
 
 
-def raw_features(built, paths, dataset_dir=None, progress=False, batch_size=64):
-    """(n, d) fused vectors (NaN where landmarks are missing) of face files, through the cache."""
+def raw_features(built, paths, dataset_dir=None, progress=False, batch_size=64, flip=False):
+    """(n, d) fused vectors (NaN where landmarks are missing) of face files, through the cache.
+
+    ``flip``: of the mirror images (their landmarks found anew by the mesh).
+    """
     from tqdm import tqdm
 
-    cache = FeatureCache(Path(dataset_dir) / CACHE_FOLDER if dataset_dir else None, feature_config(built))
+    config = dict(feature_config(built), flip=True) if flip else feature_config(built)
+    cache = FeatureCache(Path(dataset_dir) / CACHE_FOLDER if dataset_dir else None, config)
     rows = [cache.get(p) for p in paths]
     todo = [i for i, r in enumerate(rows) if r is None]
     if todo:
         extractor = FusionExtractor(built.spec.parts)
-        points = dataset_points(dataset_dir, [paths[i] for i in todo]) if dataset_dir else [None] * len(todo)
+        points = (dataset_points(dataset_dir, [paths[i] for i in todo]) if dataset_dir and not flip
+                  else [None] * len(todo))
         bar = tqdm(total=len(todo), desc="features", unit="face", disable=not progress, leave=False)
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
             faces_bgr = read_faces([paths[i] for i in chunk])
+            if flip:
+                faces_bgr = [cv2.flip(f, 1) for f in faces_bgr]
             blocks = []
             if built.trunk_model is not None:
                 images = np.stack([model_input(f, built.spec.image_size) for f in faces_bgr])
@@ -476,16 +487,25 @@ def _fill_values(raw_train):
     return np.where(np.isfinite(fill), fill, 0.0).astype(np.float32)
 
 
-def predict_fusion(built, samples, dataset_dir=None, where="Test"):
-    """Probabilities of samples: {"probs": ..., "probs_plain": ... (only with --subject-norm)}."""
-    raw = fill_missing(raw_features(built, [s.path for s in samples], dataset_dir), built.head.fill)
+def predict_fusion(built, samples, dataset_dir=None, where="Test", tta="none"):
+    """Probabilities of samples: {"probs": ..., "probs_plain": ... (only with --subject-norm)}.
+
+    ``tta="flip"``: averaged with the probabilities of the mirrored faces (their own
+    features, landmarks found on the mirror image, centred on the mirrored photos' mean).
+    """
+    views = [False, True] if tta == "flip" else [False]
     out = {}
-    if built.spec.subject_norm:
-        offsets = feats.subject_means(raw, [s.subject for s in samples], where=where)
-        out["probs"] = head_predict(built.head, raw - offsets)
-        out["probs_plain"] = head_predict(built.plain_head, raw)
-    else:
-        out["probs"] = head_predict(built.head, raw)
+    for flip in views:
+        raw = fill_missing(raw_features(built, [s.path for s in samples], dataset_dir, flip=flip), built.head.fill)
+        found = {}
+        if built.spec.subject_norm:
+            offsets = feats.subject_means(raw, [s.subject for s in samples], where=where)
+            found["probs"] = head_predict(built.head, raw - offsets)
+            found["probs_plain"] = head_predict(built.plain_head, raw)
+        else:
+            found["probs"] = head_predict(built.head, raw)
+        for key, value in found.items():
+            out[key] = out.get(key, 0) + value / len(views)
     return out
 
 

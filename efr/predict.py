@@ -249,9 +249,14 @@ class Predictor:
             return [prepare(image)]
         return [prepare(self.face_crop(image, box)) for box in boxes]
 
-    def features(self, crops):
+    @property
+    def tta(self):
+        """The model's test-time augmentation ("flip": each face and its mirror image), as trained."""
+        return self.meta.get("tta") or "none"
+
+    def features(self, crops, flip=False):
         """Fusion models: the fused feature vectors of BGR crops (for per-person centring)."""
-        return self.fusion.raw_features(crops)
+        return self.fusion.raw_features([cv2.flip(c, 1) for c in crops] if flip else crops)
 
     def classify(self, crops):
         """Probabilities (N, classes) for a list of crops (from ``crops``), in batches."""
@@ -260,11 +265,15 @@ class Predictor:
         if self.fusion is not None:
             if self.subject_norm:
                 raise EFRError("this model was trained with --subject-norm: predict with --subject-norm")
-            return self.fusion.predict(crops)
+            return self.fusion.predict(crops, tta=self.tta)
         out = []
         for start in range(0, len(crops), self.batch_size):
             batch = np.stack(crops[start : start + self.batch_size]).astype(np.float32)
-            out.append(np.asarray(self.model.predict_on_batch(batch), dtype=np.float32))
+            probs = np.asarray(self.model.predict_on_batch(batch), dtype=np.float32)
+            if self.tta == "flip":
+                mirrored = np.ascontiguousarray(batch[:, :, ::-1])
+                probs = (probs + np.asarray(self.model.predict_on_batch(mirrored), dtype=np.float32)) / 2.0
+            out.append(probs)
         probs = np.concatenate(out)
         if probs.ndim != 2 or probs.shape[1] != len(self.class_names):
             raise EFRError(f"the model returned shape {probs.shape}, expected (N, {len(self.class_names)})")
@@ -511,7 +520,8 @@ class Runner:
         """
         bar = tqdm(total=len(items), desc="photos", unit="photo", disable=not self.progress)
         found_items = bounded_map(self._find_in_file, items, self.workers, window=4 * self.workers + 8)
-        kept, blocks, groups = [], [], []
+        kept, blocks, mirrored, groups = [], [], [], []
+        flip = self.predictor.tta == "flip"
         try:
             for found in found_items:
                 bar.update()
@@ -521,6 +531,8 @@ class Runner:
                     continue
                 if found.crops:
                     blocks.append(self.predictor.features(found.crops))
+                    if flip:
+                        mirrored.append(self.predictor.features(found.crops, flip=True))
                     groups += [subjects[found.source]] * len(found.crops)
                 found.image, found.crops = None, [len(found.crops)]
                 kept.append(found)
@@ -531,6 +543,9 @@ class Runner:
         if blocks:
             raw = np.concatenate(blocks)
             probs = fusion.probabilities(raw, fusion.offsets(raw, groups, where="the photos given"))
+            if flip:
+                raw = np.concatenate(mirrored)
+                probs = (probs + fusion.probabilities(raw, fusion.offsets(raw, groups, where="the photos given"))) / 2
         start = 0
         for found in kept:
             n = found.crops[0]

@@ -53,6 +53,7 @@ DEFAULT_LR = 1e-3  # Adam's default, which the original used
 DEFAULT_PATIENCE = 3
 DEFAULT_CV_VALID_FRACTION = 0.2
 PREDICT_BATCH_SIZE = 64
+TTA_MODES = ("none", "flip")
 
 
 @dataclass
@@ -83,6 +84,7 @@ class TrainSettings:
     deterministic: bool = False
     seed: int = 0
     gallery_size: int = 48
+    tta: str = "none"  # "flip": test-time augmentation, each face and its mirror image (recorded in the model)
     # --model fusion (efr.fusion)
     backbone: str = "fer2013"
     fusion_parts: str = "trunk,hog,landmarks"
@@ -278,12 +280,19 @@ def fit_model(built, train_data, valid_data, settings, meta, strategy, out_dir=N
     }
 
 
-def predict_paths(model, paths, image_size, batch_size=PREDICT_BATCH_SIZE):
-    """Class probabilities (n, classes) of a model for image files, in order."""
+def predict_paths(model, paths, image_size, batch_size=PREDICT_BATCH_SIZE, tta="none"):
+    """Class probabilities (n, classes) of a model for image files, in order.
+
+    ``tta="flip"``: the mean of the probabilities of each face and its mirror image.
+    """
     if not len(paths):
         return np.zeros((0, int(model.output_shape[-1])), dtype=np.float32)
     with named_decode_errors(paths):
-        return model.predict(efr_data.make_image_dataset(paths, image_size, batch_size), verbose=0)
+        probs = model.predict(efr_data.make_image_dataset(paths, image_size, batch_size), verbose=0)
+        if tta == "flip":
+            mirrored = model.predict(efr_data.make_image_dataset(paths, image_size, batch_size, flip=True), verbose=0)
+            probs = (probs + mirrored) / 2.0
+    return probs
 
 
 def predict_split(model_path, dataset_dir, split="Test", include_augmented=False, batch_size=PREDICT_BATCH_SIZE):
@@ -337,6 +346,7 @@ def _model_meta(built, class_names, settings, run_name):
         model=meta.get("model", settings.model),
         input="RGB float32 in [0, 255], scaled inside the model",
         trained_by="efe_cnn.py",
+        tta=settings.tta,
         run=run_name,
         dataset=str(settings.dataset),
         seed=settings.seed,
@@ -385,8 +395,8 @@ def predict_samples(built, samples, settings, where="Test"):
     if isinstance(built, FusionBuilt):
         from efr import fusion
 
-        return fusion.predict_fusion(built, samples, settings.dataset, where=where)
-    return {"probs": predict_paths(built.model, [s.path for s in samples], built.image_size)}
+        return fusion.predict_fusion(built, samples, settings.dataset, where=where, tta=settings.tta)
+    return {"probs": predict_paths(built.model, [s.path for s in samples], built.image_size, tta=settings.tta)}
 
 
 def _transductive_note(plain_accuracy, accuracy):
@@ -831,6 +841,7 @@ def validate_settings(settings):
         (settings.fine_tune_lr is None or settings.fine_tune_lr > 0, "--fine-tune-lr must be positive"),
         (settings.fine_tune_epochs is None or settings.fine_tune_epochs >= 0, "--fine-tune-epochs must be 0 or more"),
         (settings.augment in ("none", "online"), f"--augment {settings.augment}: choose none or online"),
+        (settings.tta in TTA_MODES, f"--tta {settings.tta}: choose one of {', '.join(TTA_MODES)}"),
         (settings.cache in ("auto", "memory", "none"), f"--cache {settings.cache}: choose auto, memory or none"),
         (settings.folds == 0 or settings.folds >= 2, f"--folds {settings.folds}: use 2 or more (or 0 for no CV)"),
         (0 < settings.cv_valid_fraction < 1, "--cv-valid-fraction must be between 0 and 1"),

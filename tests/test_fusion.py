@@ -181,3 +181,34 @@ def test_bad_fusion_options_are_user_errors(fer_like_file):
         fusion.build_fusion(3, weights=str(fer_like_file), parts=["trunk", "nose"])
     with pytest.raises(EFRError, match="--backbone"):
         fusion.build_fusion(3, weights=str(fer_like_file), backbone="vgg")
+
+
+def test_flip_tta_is_recorded_and_applied_by_predict(dataset, fer_like_file, tmp_path):
+    result = run_training(settings(dataset, tmp_path, name="tta", weights=str(fer_like_file), tta="flip"))
+    from efr.modelio import read_meta
+
+    assert read_meta(result.run_dir / "best.keras")["tta"] == "flip"
+    expected = _predictions(result.run_dir)
+    out = predict(result.run_dir / "best.keras", [dataset / "Test"], faces_only=True, progress=False)
+    for row in out.rows:
+        got = np.array([row.probabilities[n] for n in out.class_names])
+        np.testing.assert_allclose(got, expected[row.source], atol=1e-4)
+
+
+def test_flip_tta_of_a_keras_model_averages_the_mirror_image():
+    import keras
+
+    from efr.predict import Predictor
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    scaled = keras.layers.Rescaling(1 / 255.0)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(scaled)))
+    meta = {"class_names": ["Happy", "Sad"], "image_size": [8, 8]}
+    face = np.zeros((8, 8, 3), np.uint8)
+    face[:, :4] = 255  # bright left half: the mirror image differs
+    plain = Predictor(model, dict(meta), faces_only=True).classify([face])
+    mirrored = Predictor(model, dict(meta), faces_only=True).classify([face[:, ::-1].copy()])
+    both = Predictor(model, dict(meta, tta="flip"), faces_only=True).classify([face])
+    assert not np.allclose(plain, mirrored)
+    np.testing.assert_allclose(both, (plain + mirrored) / 2, atol=1e-6)

@@ -1,0 +1,155 @@
+"""Accuracy on real faces: seed, fer2013, fusion and fusion --subject-norm, with and without alignment.
+
+    python bench/accuracy_cv.py [--folds 5] [--seed 0] [--recipes seed,fer2013,fusion,fusion-norm] [--reuse]
+
+Everything goes through the product's own commands, printed before they run:
+
+1. crop.py on JAFFE (../shared/data/jaffe: real photos, never copied into the repository)
+   twice: Haar crops, and ``--align eyes`` crops; both 256 px, subjects from the file
+   names, ``--folds K`` (so every run below uses the same subject-disjoint folds);
+2. efe_cnn.py --folds K for each recipe on each crop set;
+3. the framing of the Haar crops, measured (crop side and crop centre below the eyes,
+   in eye distances): the figures efr.align's constants come from.
+
+Prints a table (mean ± sd over folds, and the folds' test subjects) and writes
+bench/out/accuracy/results.md.  Skips with a message when ../shared is absent (a fresh
+clone).  ``--subject-norm`` runs report two numbers: the transductive one (each test
+person's photos centred together) and the same head without centring.
+"""
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import efr  # noqa: E402,F401 - the oneDNN guard, before TensorFlow loads
+
+SHARED = REPO.parent / "shared"
+JAFFE = SHARED / "data" / "jaffe"
+RAFD = SHARED / "data" / "rafd_samples"
+FER_WEIGHTS = SHARED / "weights" / "fer2013_mini_XCEPTION.102-0.66.hdf5"
+OUT = REPO / "bench" / "out" / "accuracy"
+
+RECIPES = {
+    # name: efe_cnn.py options besides --dataset --folds --seed (epochs are maxima: early stopping on Valid)
+    "seed": ["--model", "seed", "--img-size", "96", "--augment", "online", "--epochs", "40", "--patience", "8",
+             "--batch-size", "16"],
+    "fer2013": ["--model", "fer2013", "--weights", str(FER_WEIGHTS)],  # its defaults (efr.transfer)
+    "fusion": ["--model", "fusion", "--weights", str(FER_WEIGHTS)],
+    "fusion-norm": ["--model", "fusion", "--weights", str(FER_WEIGHTS), "--subject-norm"],
+    "fer2013-tta": ["--model", "fer2013", "--weights", str(FER_WEIGHTS), "--tta", "flip"],
+    "fusion-tta": ["--model", "fusion", "--weights", str(FER_WEIGHTS), "--tta", "flip"],
+    "fusion-norm-tta": ["--model", "fusion", "--weights", str(FER_WEIGHTS), "--subject-norm", "--tta", "flip"],
+    "fusion-trunk-hog": ["--model", "fusion", "--weights", str(FER_WEIGHTS), "--fusion-parts", "trunk,hog"],
+    "fusion-trunk-hog-norm": ["--model", "fusion", "--weights", str(FER_WEIGHTS), "--fusion-parts", "trunk,hog",
+                              "--subject-norm"],
+}
+CROPS = {"haar": [], "aligned": ["--align", "eyes"]}
+
+
+def run_command(cmd, log_path):
+    print("$", " ".join(shlex.quote(str(c)) for c in cmd), flush=True)
+    started = time.perf_counter()
+    with open(log_path, "w") as log:
+        code = subprocess.call([str(c) for c in cmd], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    if code != 0:
+        raise SystemExit(f"command failed with exit code {code}; see {log_path}")
+    return time.perf_counter() - started
+
+
+def mean_std(values):
+    values = np.asarray(values, dtype=float)
+    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
+
+
+def framing(folder):
+    """Median (Haar crop side / eye distance, crop centre below the eyes / eye distance) over a folder's photos."""
+    from efr import faces, landmarks
+    from efr.imageio import is_image_file, read_image
+
+    cascade, mesh = faces.load_cascade(), landmarks.FaceMesh()
+    sides, downs = [], []
+    for path in sorted(p for p in Path(folder).rglob("*") if is_image_file(p)):
+        image = read_image(path)
+        boxes = faces.find_faces(cascade, image)
+        points = mesh.points(image, boxes[0]) if boxes else None
+        if points is None:
+            continue
+        right, left = landmarks.eye_centres(points)
+        distance = float(np.hypot(*(left - right)))
+        x, y, w, h = faces.square_box(boxes[0], image.shape)
+        sides.append(w / distance)
+        downs.append((y + h / 2 - (right[1] + left[1]) / 2) / distance)
+    return len(sides), float(np.median(sides)), float(np.median(downs))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--recipes", default="seed,fer2013,fusion,fusion-norm,fusion-trunk-hog,fusion-trunk-hog-norm",
+                        help=f"comma list of {', '.join(RECIPES)}")
+    parser.add_argument("--crops", default="haar,aligned", help="comma list of haar, aligned")
+    parser.add_argument("--reuse", action="store_true", help="keep runs whose metrics.json already exists")
+    args = parser.parse_args(argv)
+    if not JAFFE.is_dir() or not FER_WEIGHTS.is_file():
+        print(f"skipped: needs {JAFFE} and {FER_WEIGHTS} (real photos and weights are not in the repository)")
+        return 0
+    OUT.mkdir(parents=True, exist_ok=True)
+    py = sys.executable
+    recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
+    crops = [c.strip() for c in args.crops.split(",") if c.strip()]
+    lines = ["| crops | method | accuracy per fold | mean ± sd | without --subject-norm (inductive) |",
+             "|---|---|---|---|---|"]
+    folds_seen = {}
+    for crop in crops:
+        dataset = OUT / f"jaffe-{crop}"
+        if not (dataset / "crop_summary.json").is_file():
+            run_command([py, "crop.py", "--src", JAFFE, "--dst", dataset, "--layout", "folders", "--subject-regex",
+                         r"^([A-Z]{2})\.", "--folds", args.folds, "--seed", args.seed, "--quiet", *CROPS[crop]],
+                        OUT / f"crop-{crop}.log")
+        for name in recipes:
+            run_dir = OUT / "runs" / f"{crop}-{name}-cv{args.folds}-seed{args.seed}"
+            if not (args.reuse and (run_dir / "metrics.json").is_file()):
+                seconds = run_command([py, "efe_cnn.py", "--dataset", dataset, "--runs-dir", OUT / "runs", "--name",
+                                       run_dir.name, "--exist-ok", "--folds", args.folds, "--seed", args.seed,
+                                       "--quiet", *RECIPES[name]], OUT / f"{run_dir.name}.log")
+                print(f"  {crop} {name}: {seconds:.0f} s", flush=True)
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+            per_fold = metrics["per_fold"]
+            folds_seen[(crop, name)] = [r["test_subjects"] for r in per_fold]
+            accs = [r["accuracy"] for r in per_fold]
+            plain = (mean_std([r["plain_accuracy"] for r in per_fold]) + " (this run)"
+                     if "plain_accuracy" in per_fold[0] else "")
+            label = name + (" (transductive)" if "plain_accuracy" in per_fold[0] else "")
+            lines.append(f"| {crop} | {label} | {' '.join(f'{a:.3f}' for a in accs)} | {mean_std(accs)} | {plain} |")
+            print(lines[-1], flush=True)
+    reference = next(iter(folds_seen.values()))
+    if any(v != reference for v in folds_seen.values()):
+        raise SystemExit("the runs' folds differ: not comparable")
+
+    frames = [f"| {name} | {n} | {side:.2f} | {down:.2f} |" for name, folder in
+              (("JAFFE", JAFFE), ("RaFD frames", RAFD)) if folder.is_dir()
+              for n, side, down in [framing(folder)]]
+    subjects = "; ".join(reference)
+    text = (f"JAFFE (10 people, 213 photos, 7 classes, chance 0.143), {args.folds}-fold subject-disjoint CV, seed "
+            f"{args.seed}; test subjects per fold: {subjects}\n\n" + "\n".join(lines) + "\n\n"
+            "Haar crop framing, medians (efr.align's ALIGN_SIDE and ALIGN_DOWN):\n\n"
+            "| set | faces | side / eye distance | centre below eyes / eye distance |\n|---|---|---|---|\n"
+            + "\n".join(frames) + "\n")
+    print(text)
+    (OUT / f"results-seed{args.seed}.md").write_text(text)
+    print(f"written {OUT / f'results-seed{args.seed}.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
