@@ -19,10 +19,7 @@ person's photos centred together) and the same head without centring.
 
 import argparse
 import json
-import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import efr  # noqa: E402,F401 - the oneDNN guard, before TensorFlow loads
+from transfer_cv import mean_std, run_command  # noqa: E402 - bench/ is on sys.path when run as a script
 
 SHARED = REPO.parent / "shared"
 JAFFE = SHARED / "data" / "jaffe"
@@ -53,21 +51,6 @@ RECIPES = {
                               "--subject-norm"],
 }
 CROPS = {"haar": [], "aligned": ["--align", "eyes"]}
-
-
-def run_command(cmd, log_path):
-    print("$", " ".join(shlex.quote(str(c)) for c in cmd), flush=True)
-    started = time.perf_counter()
-    with open(log_path, "w") as log:
-        code = subprocess.call([str(c) for c in cmd], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    if code != 0:
-        raise SystemExit(f"command failed with exit code {code}; see {log_path}")
-    return time.perf_counter() - started
-
-
-def mean_std(values):
-    values = np.asarray(values, dtype=float)
-    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
 
 
 def framing(folder):
