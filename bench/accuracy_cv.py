@@ -94,7 +94,7 @@ def main(argv=None):
              "|---|---|---|---|---|"]
     folds_seen = {}
     for crop in crops:
-        dataset = OUT / f"jaffe-{crop}"
+        dataset = OUT / (f"jaffe-{crop}" + (f"-seed{args.seed}" if args.seed else ""))  # folds follow the seed
         if not (dataset / "crop_summary.json").is_file():
             run_command([py, "crop.py", "--src", JAFFE, "--dst", dataset, "--layout", "folders", "--subject-regex",
                          r"^([A-Z]{2})\.", "--folds", args.folds, "--seed", args.seed, "--quiet", *CROPS[crop]],
