@@ -199,8 +199,6 @@ LANDMARKS_NAME = "landmarks.npz"
 
 def read_landmarks_file(dataset_dir):
     """{output path relative to the dataset: (468, 3) float32 crop-pixel landmarks}; {} when absent."""
-    from efr.manifest import MANIFEST_NAME  # noqa: F401 - same folder convention as the manifest
-
     path = Path(dataset_dir) / LANDMARKS_NAME
     if not path.is_file():
         return {}
