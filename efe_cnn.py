@@ -27,7 +27,11 @@ def parse_args(argv=None):
     parser.add_argument("--dataset", default="Dataset", help="Dataset folder made by crop.py (default: Dataset)")
     parser.add_argument("--runs-dir", default="runs", help="parent folder of run folders (default: runs)")
     parser.add_argument("--name", help="run folder name (default: <model>-<UTC time>, new each run)")
-    parser.add_argument("--exist-ok", action="store_true", help="reuse an existing --name folder, overwriting its files")
+    parser.add_argument("--exist-ok", action="store_true",
+                        help="start an existing --name folder again from epoch 1, overwriting its files")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue an interrupted run (e.g. runs/NAME) from its last completed epoch, with the "
+                        "settings it was started with (re-running the same command with the same --name does too)")
     parser.add_argument("--model", default="seed", help=MODEL_CHOICES_HELP)
     parser.add_argument("--weights", help="transfer models: a local weights file, or 'none' for random init "
                         "(default: the model's pretrained weights)")
@@ -94,12 +98,31 @@ def settings_from_args(args):
     )
 
 
+# Options that may go with --resume: they change what is shown, not what is trained.
+RESUME_COMPATIBLE = ("resume", "quiet", "verbose")
+
+
+def resume_conflicts(args):
+    """The training options given besides --resume (which takes every setting from the run's args.json)."""
+    defaults = vars(parse_args([]))
+    return sorted(f"--{key.replace('_', '-')}" for key, value in vars(args).items()
+                  if key not in RESUME_COMPATIBLE and value != defaults.get(key))
+
+
 def main(argv=None):
     args = parse_args(argv)
     setup_logging(args.quiet)
-    from efr.train import run_training  # deferred: imports TensorFlow
+    from efr.errors import EFRError
 
-    result = run_training(settings_from_args(args))
+    if args.resume:
+        conflicts = resume_conflicts(args)
+        if conflicts:
+            raise EFRError(f"--resume takes every setting from {args.resume}/args.json; leave out "
+                           f"{', '.join(conflicts)} (or start a new run without --resume)")
+    from efr.train import resume_settings, run_training  # deferred: imports TensorFlow
+
+    settings = resume_settings(args.resume) if args.resume else settings_from_args(args)
+    result = run_training(settings)
     metrics = result.metrics
     if "accuracy_mean" in metrics:
         print(f"{metrics['folds']}-fold CV accuracy {metrics['accuracy_mean']:.3f} ± {metrics['accuracy_std']:.3f}, "

@@ -28,7 +28,9 @@ def run(main, argv=None):
     except EFRError as err:
         logging.getLogger("efr").error("error: %s", err)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        logging.getLogger("efr").error("interrupted: finished files are kept; re-run the same command to complete")
+    except KeyboardInterrupt as err:
+        # A stage that knows how it resumes says so (efr.runstate.RunInterrupted); the rest finish on a re-run.
+        message = str(err) or "interrupted: finished files are kept; re-run the same command to complete"
+        logging.getLogger("efr").error("%s", message)
         return 130
     return 0 if code is None else code

@@ -24,6 +24,7 @@ to RGB while encoding), so ``tf.io.decode_image`` gives RGB and no channel swap 
 needed; tests/test_data.py checks this on a file written with cv2.imwrite.
 """
 
+import functools
 import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -322,6 +323,10 @@ def make_image_dataset(paths, image_size, batch_size, flip=False):
     return data.prefetch(tf.data.AUTOTUNE)
 
 
+def steps_per_epoch(count, batch_size):
+    return -(-int(count) // int(batch_size))
+
+
 def make_augmenter(seed=0, rotation=0.05, shift=0.08, zoom=0.1, contrast=0.2, brightness=0.15):
     """On-the-fly training augmentation with Keras preprocessing layers.
 
@@ -343,8 +348,13 @@ def make_augmenter(seed=0, rotation=0.05, shift=0.08, zoom=0.1, contrast=0.2, br
     )
 
 
+def epoch_seed(seed, epoch):
+    """The shuffle seed of one epoch: a function of (seed, epoch) alone, so a resumed run repeats it."""
+    return seed * 1_000_003 + epoch
+
+
 def make_dataset(paths, labels, num_classes, image_size, batch_size, shuffle=False, seed=0, augment=None,
-                 cache=True):
+                 cache=True, start_epoch=None, end_epoch=None):
     """A batched tf.data.Dataset of (float32 RGB [0, 255] images, one-hot labels).
 
     ``paths``/``labels``: files and class indices (see ``list_split``).  ``shuffle``
@@ -352,6 +362,13 @@ def make_dataset(paths, labels, num_classes, image_size, batch_size, shuffle=Fal
     augmenter) or a callable taking a float batch and ``training=True``; applied after
     caching, so each epoch sees new variants.  ``cache``: see ``resolve_cache``;
     decoded uint8 images are cached (4x smaller than float32), never floats.
+
+    ``start_epoch``/``end_epoch`` (training, with ``shuffle``): epochs start_epoch ..
+    end_epoch - 1 one after another, each in the order ``epoch_seed(seed, epoch)``
+    gives; fit it with ``steps_per_epoch=steps_per_epoch(len(paths), batch_size)``.  Epoch k is then
+    the same batches whether the run started at epoch 0 or was resumed at k (Keras makes
+    a version-dependent number of iterators per epoch, so reshuffling per iterator
+    cannot be replayed).
     """
     import numpy as np
     import tensorflow as tf
@@ -369,15 +386,27 @@ def make_dataset(paths, labels, num_classes, image_size, batch_size, shuffle=Fal
     def load(path, label):
         return decode_image(path, image_size), label
 
-    if resolve_cache(cache, count, image_size):
+    cached = resolve_cache(cache, count, image_size)
+    if cached:
         data = data.map(load, num_parallel_calls=autotune).cache()
-        if shuffle:  # after the cache: the decoded images are shuffled, not re-read
-            data = data.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+
+    def ordered(source, shuffle_seed, reshuffle):
+        # Cached: the decoded images are shuffled, not re-read.  Streamed: only file names
+        # wait in the shuffle buffer, decoding comes after.
+        if shuffle:
+            source = source.shuffle(count, seed=shuffle_seed, reshuffle_each_iteration=reshuffle)
+        return source if cached else source.map(load, num_parallel_calls=autotune)
+
+    if start_epoch is not None:
+        if not shuffle or end_epoch is None:
+            raise ValueError("start_epoch is for shuffled training data, with end_epoch")
+        # One finite dataset per epoch, each shuffled by its own seed, one after another.
+        # They share the cache above, so the images are still decoded once.
+        epochs = [ordered(data, epoch_seed(seed, epoch), False).batch(batch_size)
+                  for epoch in range(int(start_epoch), max(int(end_epoch), int(start_epoch) + 1))]
+        data = functools.reduce(lambda first, second: first.concatenate(second), epochs)
     else:
-        if shuffle:  # before decoding: only file names wait in the shuffle buffer
-            data = data.shuffle(count, seed=seed, reshuffle_each_iteration=True)
-        data = data.map(load, num_parallel_calls=autotune)
-    data = data.batch(batch_size)
+        data = ordered(data, seed, True).batch(batch_size)
 
     if augment == "online":
         augment = make_augmenter(seed)
