@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from efr import runstate
 from efr.errors import EFRError
 
 log = logging.getLogger(__name__)
@@ -238,7 +239,7 @@ def _subjects_of(dataset, split, paths):
 
 
 def run_clustering(dataset, out_dir, model_path=None, features="model", pca=50, split="Test", centroid_split="Train",
-                   methods=("kmeans", "agglomerative", "gmm"), map_method="tsne", seed=0):
+                   methods=("kmeans", "agglomerative", "gmm"), map_method="tsne", seed=0, allow_unfinished=False):
     """Cluster one split's faces and write cluster.json and cluster_map.png into ``out_dir``.
 
     Returns the results dict (also written to cluster.json with settings and versions).
@@ -250,8 +251,10 @@ def run_clustering(dataset, out_dir, model_path=None, features="model", pca=50, 
         raise EFRError(f"unknown --features {features!r}: choose one of {', '.join(FEATURES)}")
     model, meta, class_names, image_size = None, {}, None, None
     if model_path is not None:
-        from efr.modelio import load_model
+        from efr.modelio import load_model, read_meta
 
+        read_meta(model_path)  # a missing or foreign file is refused first
+        runstate.check_model_finished(model_path, allow_unfinished, log)
         model, meta = load_model(model_path)
         class_names = list(meta["class_names"])
         image_size = int(meta["image_size"][0])

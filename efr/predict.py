@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from efr import faces
+from efr import faces, runstate
 from efr.errors import EFRError
 from efr.imageio import UnreadableImageError, atomic_path, is_image_file, read_image, write_image, write_text_atomic
 
@@ -292,14 +292,18 @@ class Predictor:
         return rows
 
 
-def load_predictor(model_path, **options):
-    """Load ``model_path`` (a .keras saved by EFR, in Keras safe mode) into a Predictor."""
+def load_predictor(model_path, allow_unfinished=False, **options):
+    """Load ``model_path`` (a .keras saved by EFR, in Keras safe mode) into a Predictor.
+
+    A model from a run that did not finish (efr.runstate) is refused unless ``allow_unfinished``.
+    """
     from efr.modelio import load_model, read_meta
 
     model_path = Path(model_path)
     if model_path.is_dir():
         raise EFRError(f"--model {model_path} is a folder: give the .keras file, e.g. {model_path / 'best.keras'}")
     check_meta(read_meta(model_path), model_path)  # a bad file is refused before TensorFlow loads (seconds)
+    runstate.check_model_finished(model_path, allow_unfinished, log)
     model, meta = load_model(model_path)
     return Predictor(model, meta, model_path=model_path, **options)
 
@@ -804,7 +808,7 @@ def photo_subjects(items, subject_regex=None):
 
 def predict(model_path, inputs=(), camera=None, out_dir=None, fmt="csv", batch_size=DEFAULT_BATCH_SIZE,
             every=1, max_frames=None, faces_only=False, cascade=None, margin=None, max_faces=None, show=False,
-            workers=None, progress=True, subject_norm=False, subject_regex=None):
+            workers=None, progress=True, subject_norm=False, subject_regex=None, allow_unfinished=False):
     """Predict every face in ``inputs`` (photos, folders, videos) or a camera; return a PredictionResult.
 
     Raises EFRError for an unusable model, a missing input path, or when nothing at all
@@ -833,7 +837,8 @@ def predict(model_path, inputs=(), camera=None, out_dir=None, fmt="csv", batch_s
             raise EFRError("--subject-norm works on photos (grouped by person); videos and cameras are not "
                            "supported with it yet: leave them out or use a model trained without --subject-norm")
         subjects = photo_subjects(items, subject_regex)
-    predictor = load_predictor(model_path, cascade=cascade, margin=margin, faces_only=faces_only,
+    predictor = load_predictor(model_path, allow_unfinished=allow_unfinished, cascade=cascade, margin=margin,
+                               faces_only=faces_only,
                                batch_size=batch_size, max_faces=max_faces)
     if predictor.subject_norm and not subject_norm:
         raise EFRError(

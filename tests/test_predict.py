@@ -381,3 +381,29 @@ def test_crop_settings_recorded_in_the_model_are_used(tmp_path, photos):
     override = efr_predict.predict(with_crop, [photos], margin=0.0, progress=False)
     for a, b, c in zip(plain.rows, wider.rows, override.rows):
         assert b.box[2] > a.box[2] and c.box == a.box
+
+
+@pytest.mark.parametrize("state", ["interrupted", "killed", "failed"])
+def test_model_of_an_unfinished_run_is_refused_unless_allowed(model_path, photos, tmp_path, caplog, state):
+    import shutil
+    import subprocess
+    import sys
+
+    from efr import runstate
+
+    run_dir = tmp_path / "runs" / "r"
+    run_dir.mkdir(parents=True)
+    shutil.copy(model_path, run_dir / "best.keras")
+    info = runstate.write_state(run_dir, runstate.RUNNING if state == "killed" else state, error="boom")
+    if state == "killed":  # a running state whose process is gone
+        gone = subprocess.Popen([sys.executable, "-c", "pass"])
+        gone.wait()
+        (run_dir / "state.json").write_text(__import__("json").dumps(dict(info, pid=gone.pid)))
+    assert run_cli(["--model", run_dir / "best.keras", photos]) == 2
+    assert "interrupted" in caplog.text if state != "failed" else "failed (boom)" in caplog.text
+    assert "--allow-unfinished" in caplog.text and f"efe_cnn.py --resume {run_dir}" in caplog.text
+    caplog.clear()
+    assert run_cli(["--model", run_dir / "best.keras", photos, "--allow-unfinished", "--quiet"]) == 0
+    assert "used anyway" in caplog.text
+    runstate.write_state(run_dir, runstate.FINISHED)
+    assert run_cli(["--model", run_dir / "best.keras", photos, "--quiet"]) == 0
