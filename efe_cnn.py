@@ -67,6 +67,8 @@ def parse_args(argv=None):
                         "image's (evaluation here and predict.py, which reads it from the model)")
     parser.add_argument("--no-offline-aug", dest="offline_aug", action="store_false",
                         help="ignore data_aug.py's augmented files (used by default in Train and Valid)")
+    parser.add_argument("--allow-incomplete-augmentation", action="store_true",
+                        help="train even though data_aug.py was interrupted (its files cover some photos only)")
     parser.add_argument("--cache", choices=("auto", "memory", "none"), default="auto",
                         help="keep decoded images in memory: auto (when they fit in 512 MB), memory, none")
     parser.add_argument("--folds", type=int, default=0,
@@ -92,6 +94,7 @@ def settings_from_args(args):
         weights=args.weights, image_size=args.img_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         patience=args.patience, fine_tune_lr=args.fine_tune_lr, fine_tune_epochs=args.fine_tune_epochs,
         augment=args.augment, offline_aug=args.offline_aug, cache=args.cache, folds=args.folds,
+        allow_incomplete_augmentation=args.allow_incomplete_augmentation,
         cv_valid_fraction=args.cv_valid_fraction, distribute=args.distribute, cpu_devices=args.cpu_devices,
         deterministic=args.deterministic, seed=args.seed, gallery_size=args.gallery_size,
         backbone=args.backbone, fusion_parts=args.fusion_parts, subject_norm=args.subject_norm, tta=args.tta,

@@ -72,36 +72,54 @@ def check_dataset_dir(dataset_dir):
     return dataset_dir
 
 
-def _emotion_folders(split_dir):
-    """[(canonical emotion, folder)] of a split folder; an error for unknown names."""
+def _emotion_folders(split_dir, problems):
+    """[(canonical emotion, folder)] of a split folder; unknown or doubled names go to ``problems``."""
     found = {}
     for folder in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
             emotion = canonical_emotion(folder.name)
         except UnknownEmotionError as err:
-            raise EFRError(
+            problems.append(
                 f"{folder}: folder name {folder.name!r} is not an emotion ({err}); "
                 "rename it to one of the eight classes or move it out of the Dataset folder"
-            ) from err
+            )
+            continue
         if emotion in found:
-            raise EFRError(f"{split_dir}: folders {found[emotion].name!r} and {folder.name!r} both mean {emotion}")
+            problems.append(f"{split_dir}: folders {found[emotion].name!r} and {folder.name!r} both mean {emotion}")
+            continue
         if emotion != folder.name:
             log.info("%s: folder %r read as %s", split_dir, folder.name, emotion)
         found[emotion] = folder
     return [(emotion, found[emotion]) for emotion in sorted_emotions(found)]
 
 
-def scan_dataset(dataset_dir, splits=SPLITS, require_all=True):
+def raise_problems(problems, dataset_dir):
+    """One EFRError listing every problem found (one line, numbered), or nothing when there are none."""
+    if len(problems) == 1:
+        raise EFRError(problems[0])
+    if problems:
+        listed = " ".join(f"({i}) {p}" for i, p in enumerate(problems, 1))
+        raise EFRError(f"{len(problems)} problems with the dataset {dataset_dir}: {listed}")
+
+
+def scan_dataset(dataset_dir, splits=SPLITS, require_all=True, problems=None):
     """Every image file of the given splits as Samples, joined with the manifest.
 
     The folders are the truth about which files exist and their labels; the manifest
-    adds subject, kind and parent.  Raises EFRError for a missing Dataset or split
-    folder (when ``require_all``), an unknown emotion folder or an empty class folder.
+    adds subject, kind and parent.  A missing Dataset or split folder (when
+    ``require_all``), an unknown emotion folder or an empty class folder is a problem:
+    all of them are found in one pass and raised together as one EFRError, or, when a
+    ``problems`` list is given, appended to it for the caller to raise with its own.
     """
     dataset_dir = check_dataset_dir(dataset_dir)
+    collect = problems is not None
+    problems = [] if problems is None else problems
     rows = read_manifest(dataset_dir)
     if rows:
-        check_subject_disjoint([r for r in rows if r["status"] in ("ok", "")])
+        try:
+            check_subject_disjoint([r for r in rows if r["status"] in ("ok", "")])
+        except EFRError as err:
+            problems.append(str(err))
     by_output = {r["output"]: r for r in rows if r["output"]}
     samples = []
     for split in splits:
@@ -109,21 +127,19 @@ def scan_dataset(dataset_dir, splits=SPLITS, require_all=True):
         if not split_dir.is_dir():
             if require_all:
                 present = [s for s in SPLITS if (dataset_dir / s).is_dir()]
-                raise EFRError(
+                problems.append(
                     f"split folder {split_dir} not found (found: {', '.join(present) or 'none'}): "
                     f"a Dataset needs {', '.join(SPLITS)}; re-run crop.py, or use --folds K to "
                     "cross-validate over the photos there are"
                 )
             continue
-        folders = _emotion_folders(split_dir)
+        folders = _emotion_folders(split_dir, problems)
         if not folders:
-            raise EFRError(f"{split_dir} has no emotion folders: expected {split_dir}/<Emotion>/<image>.png")
+            problems.append(f"{split_dir} has no emotion folders: expected {split_dir}/<Emotion>/<image>.png")
         for emotion, folder in folders:
             files = sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
             if not files:
-                raise EFRError(
-                    f"class folder {folder} has no images: add images or remove the empty folder"
-                )
+                problems.append(f"class folder {folder} has no images: add images or remove the empty folder")
             for path in files:
                 rel = path.relative_to(dataset_dir).as_posix()
                 row = by_output.get(rel, {})
@@ -147,6 +163,8 @@ def scan_dataset(dataset_dir, splits=SPLITS, require_all=True):
         if missing:
             log.warning("%d files listed in %s/manifest.csv are missing (e.g. %s); training uses the files there are",
                         len(missing), dataset_dir, missing[0])
+    if not collect:
+        raise_problems(problems, dataset_dir)
     return samples
 
 

@@ -36,6 +36,7 @@ import numpy as np
 from efr import data as efr_data
 from efr import evaluate, report, runstate
 from efr.crop import read_settings as read_crop_settings
+from efr.emotions import sorted_emotions
 from efr.errors import EFRError
 from efr.imageio import write_text_atomic
 from efr.manifest import SPLITS
@@ -77,6 +78,7 @@ class TrainSettings:
     fine_tune_epochs: int = None  # None: the model's default, else epochs
     augment: str = "none"  # "none" or "online"
     offline_aug: bool = True  # use data_aug.py's files in Train (and Valid)
+    allow_incomplete_augmentation: bool = False  # train on an interrupted data_aug.py's files anyway
     cache: str = "auto"  # "auto", "memory" or "none"
     folds: int = 0  # >= 2: cross-validation
     cv_valid_fraction: float = DEFAULT_CV_VALID_FRACTION
@@ -478,16 +480,115 @@ def predictions_csv(paths, y_true, probs, class_names, extra=None):
 # Checks on the data
 
 
-def _check_enough(count, batch_size, what, replicas=1):
+def _enough_problem(count, batch_size, what, replicas=1):
+    """Why ``count`` images cannot make batches of ``batch_size`` on ``replicas`` devices, or None."""
     if count == 0:
-        raise EFRError(f"{what} has no images")
+        return f"{what} has no images"
     if count < batch_size:
-        raise EFRError(
-            f"{what} has {count} images, fewer than --batch-size {batch_size}: "
-            f"use --batch-size {max(replicas, 2 ** int(math.log2(count)))} or less, or add images"
-        )
+        return (f"{what} has {count} images, fewer than --batch-size {batch_size}: "
+                f"use --batch-size {max(replicas, 2 ** int(math.log2(count)))} or less, or add images")
     if batch_size < replicas:
-        raise EFRError(f"--batch-size {batch_size} is smaller than the {replicas} devices training in parallel")
+        return f"--batch-size {batch_size} is smaller than the {replicas} devices training in parallel"
+    return None
+
+
+def _check_enough(count, batch_size, what, replicas=1):
+    problem = _enough_problem(count, batch_size, what, replicas)
+    if problem:
+        raise EFRError(problem)
+
+
+def _augmentation_problem(settings):
+    """The refusal of a Dataset whose data_aug.py run did not finish, or None (also when allowed or unused)."""
+    from efr.augment_dataset import unfinished_augmentation
+
+    if not settings.offline_aug:
+        return None
+    unfinished = unfinished_augmentation(settings.dataset)
+    if unfinished is None:
+        return None
+    folders = ", ".join(f"{folder} {n}" for folder, n in sorted(unfinished["by_folder"].items()))
+    what = (f"{settings.dataset}: data_aug.py did not finish: {len(unfinished['pending'])} planned augmented "
+            f"file(s) are missing or unconfirmed ({folders}), so the augmented classes are skewed")
+    if settings.allow_incomplete_augmentation:
+        log.warning("warning: %s; training on them anyway (--allow-incomplete-augmentation)", what)
+        return None
+    return (f"{what}; complete it with `{unfinished['complete']}`, remove it with `{unfinished['clean']}`, "
+            "or pass --allow-incomplete-augmentation to train on what is there")
+
+
+@dataclass
+class DatasetView:
+    """What a training run uses of a Dataset folder, after every check."""
+
+    samples: list
+    skipped: list
+    class_names: list
+    parts: object = None  # single run: {"train", "valid", "test"} sample lists; cross-validation: fold plans
+    missing: dict = None  # {split: [classes with no image there]}
+
+
+def class_coverage(samples, splits=SPLITS):
+    """(every class, {split: [classes absent from it]}) over the given splits."""
+    per_split = {split: set(efr_data.class_names_of(efr_data.select(samples, split))) for split in splits}
+    every = set().union(*per_split.values())
+    return sorted_emotions(every), {split: sorted_emotions(every - names) for split, names in per_split.items()
+                                    if every - names}
+
+
+def prepare_single_run(settings):
+    """Scan and check the Dataset for a Train/Valid/Test run, every problem at once (no TensorFlow)."""
+    problems = []
+    samples = efr_data.scan_dataset(settings.dataset, problems=problems)
+    samples, skipped = efr_data.drop_unreadable(samples)
+    problems.append(_augmentation_problem(settings))
+    class_names, missing = class_coverage(samples)
+    dataset = Path(settings.dataset)
+    unlearnable = [c for c in missing.get("Train", []) if not (dataset / "Train" / c).is_dir()]  # else said above
+    if unlearnable:
+        problems.append(
+            f"{dataset / 'Train'} has no images of {', '.join(unlearnable)}, which Valid or Test have: "
+            "a model cannot learn a class it never sees; add Train images of it, or remove the class everywhere"
+        )
+    train = efr_data.select(samples, "Train", settings.offline_aug)
+    valid = efr_data.select(samples, "Valid", settings.offline_aug)
+    test = efr_data.select(samples, "Test", include_augmented=False)
+    for split, part, batch in (("Train", train, train_batch(settings)), ("Valid", valid, 1), ("Test", test, 1)):
+        if (dataset / split).is_dir():  # a missing folder is said above
+            problems.append(_enough_problem(len(part), batch, str(dataset / split)))
+    efr_data.raise_problems([p for p in problems if p], settings.dataset)
+    if missing.get("Valid"):
+        log.warning("warning: Valid has no images of %s: early stopping cannot watch %s; training goes on",
+                    ", ".join(missing["Valid"]), "it" if len(missing["Valid"]) == 1 else "them")
+    if missing.get("Test"):
+        log.warning("warning: Test has no images of %s: %s cannot be scored (the report says so)",
+                    ", ".join(missing["Test"]), "it" if len(missing["Test"]) == 1 else "they")
+    dropped_test = len(efr_data.select(samples, "Test")) - len(test)
+    if dropped_test:
+        log.warning("left out %d augmented file(s) in Test: the test set is never augmented", dropped_test)
+    return DatasetView(samples, skipped, class_names, {"train": train, "valid": valid, "test": test}, missing)
+
+
+def prepare_cross_validation(settings):
+    """Scan and check the Dataset for cross-validation, every problem at once (no TensorFlow)."""
+    problems = []
+    samples = efr_data.scan_dataset(settings.dataset, require_all=False, problems=problems)
+    if not samples and not problems:
+        problems.append(f"{settings.dataset} has none of the split folders {', '.join(SPLITS)}: run crop.py first")
+    problems.append(_augmentation_problem(settings))
+    samples, skipped = efr_data.drop_unreadable(samples)
+    originals = efr_data.select(samples, include_augmented=False)
+    plans = None
+    if samples:
+        try:
+            plans = plan_folds(samples, int(settings.folds), settings.cv_valid_fraction, settings.seed,
+                               settings.offline_aug)
+        except EFRError as err:
+            problems.append(str(err))
+    for plan in plans or ():
+        problems.append(_enough_problem(len(plan["train"]), train_batch(settings), f"fold {plan['fold']} training set"))
+    efr_data.raise_problems([p for p in problems if p], settings.dataset)
+    return DatasetView(samples, skipped, efr_data.class_names_of(originals), plans)
 
 
 def _model_meta(built, class_names, settings, run_name):
@@ -512,6 +613,11 @@ def _model_meta(built, class_names, settings, run_name):
 
 def is_fusion(settings):
     return str(settings.model).strip().lower() == FUSION_MODEL
+
+
+def train_batch(settings):
+    """The batch the training set must fill: the fusion head trains on all rows at once."""
+    return 1 if is_fusion(settings) else settings.batch_size
 
 
 def _build(settings, num_classes, strategy):
@@ -591,6 +697,18 @@ def _summary_rows(metrics, extra):
     return rows
 
 
+def _coverage_notes(missing):
+    notes = []
+    if missing.get("Test"):
+        notes.append(f"Not scored: {', '.join(missing['Test'])}. Test has no images of "
+                     f"{'this class' if len(missing['Test']) == 1 else 'these classes'}, so the test accuracy says "
+                     "nothing about them; macro-F1 is over the classes Test has.")
+    if missing.get("Valid"):
+        notes.append(f"Valid has no images of {', '.join(missing['Valid'])}: early stopping could not watch "
+                     f"{'it' if len(missing['Valid']) == 1 else 'them'}.")
+    return notes
+
+
 def _per_class_table(metrics, class_names):
     return [
         (c, metrics["per_class_precision"][c], metrics["per_class_recall"][c], metrics["per_class_f1"][c],
@@ -667,34 +785,24 @@ def fit_and_score(built, settings, strategy, parts, class_names, meta, out_dir, 
 # One run on Train / Valid / Test
 
 
-def train_once(settings, strategy):
+def train_once(settings, strategy, view=None):
     """Train on Train, stop early on Valid, evaluate on Test; write (or resume) the run folder."""
-    samples = efr_data.scan_dataset(settings.dataset)
-    samples, skipped = efr_data.drop_unreadable(samples)
-    class_names = efr_data.check_same_classes(samples)
-    train = efr_data.select(samples, "Train", settings.offline_aug)
-    valid = efr_data.select(samples, "Valid", settings.offline_aug)
-    test = efr_data.select(samples, "Test", include_augmented=False)
-    dropped_test = len(efr_data.select(samples, "Test")) - len(test)
-    if dropped_test:
-        log.warning("left out %d augmented file(s) in Test: the test set is never augmented", dropped_test)
-    replicas = strategy.num_replicas_in_sync
-    _check_enough(len(train), 1 if is_fusion(settings) else settings.batch_size, f"{settings.dataset}/Train",
-                  replicas)
-    _check_enough(len(valid), 1, f"{settings.dataset}/Valid")
-    _check_enough(len(test), 1, f"{settings.dataset}/Test")
+    view = view or prepare_single_run(settings)
+    samples, skipped, class_names = view.samples, view.skipped, view.class_names
+    train, valid, test = view.parts["train"], view.parts["valid"], view.parts["test"]
+    _check_enough(len(train), train_batch(settings), f"{settings.dataset}/Train", strategy.num_replicas_in_sync)
 
     # Build first: a model that cannot be built (weights missing offline) leaves no empty run folder.
     built = _build(settings, len(class_names), strategy)
     run_dir, resuming = make_run_dir(settings, prefix=settings.model)
     with runstate.tracked_run(run_dir, resuming):
-        result = _train_once_in(run_dir, resuming, built, settings, strategy, samples, skipped, class_names,
-                                {"train": train, "valid": valid, "test": test})
+        result = _train_once_in(run_dir, resuming, built, settings, strategy, view)
     runstate.remove_checkpoint(run_dir)  # only once the state says finished
     return result
 
 
-def _train_once_in(run_dir, resuming, built, settings, strategy, samples, skipped, class_names, parts):
+def _train_once_in(run_dir, resuming, built, settings, strategy, view):
+    samples, skipped, class_names, parts = view.samples, view.skipped, view.class_names, view.parts
     train, valid, test = parts["train"], parts["valid"], parts["test"]
     log.info("run folder %s", run_dir)
     size = built.image_size
@@ -745,6 +853,8 @@ def _train_once_in(run_dir, resuming, built, settings, strategy, samples, skippe
         "phases": fit["phases"],
         "train_seconds": round(train_seconds, 2),
         "resumed": resuming,
+        "missing_classes": view.missing,  # {split: classes with no image there}
+        "unscored_classes": view.missing.get("Test", []),
         "confusion_matrix": metrics["confusion_matrix"],
     }
     notes = []
@@ -776,6 +886,7 @@ def _train_once_in(run_dir, resuming, built, settings, strategy, samples, skippe
         gallery_total=n_wrong,
         notes=[f"Test subjects never seen in training: {', '.join(results['test_subjects']) or 'unknown (no manifest)'}.",
                *notes]
+        + _coverage_notes(view.missing)
         + (["This run was interrupted and resumed from its last completed epoch."] if resuming else []),
     )
     log.info("test accuracy %.3f (chance %.3f), macro-F1 %.3f; report %s", metrics["accuracy"],
@@ -849,22 +960,17 @@ def plan_folds(samples, k, valid_fraction=DEFAULT_CV_VALID_FRACTION, seed=0, off
     return plans
 
 
-def cross_validate(settings, strategy):
+def cross_validate(settings, strategy, view=None):
     """Subject-disjoint K-fold cross-validation over every original photo of the Dataset (resumable by fold)."""
     k = int(settings.folds)
     if k < 2:
         raise EFRError(f"--folds {k}: cross-validation needs at least 2 folds")
-    samples = efr_data.scan_dataset(settings.dataset, require_all=False)
-    if not samples:
-        raise EFRError(f"{settings.dataset} has none of the split folders {', '.join(SPLITS)}: run crop.py first")
-    samples, skipped = efr_data.drop_unreadable(samples)
+    view = view or prepare_cross_validation(settings)
+    samples, skipped, class_names, plans = view.samples, view.skipped, view.class_names, view.parts
     originals = efr_data.select(samples, include_augmented=False)
-    class_names = efr_data.class_names_of(originals)
-    plans = plan_folds(samples, k, settings.cv_valid_fraction, settings.seed, settings.offline_aug)
-    replicas = strategy.num_replicas_in_sync
-    batch = 1 if is_fusion(settings) else settings.batch_size  # the fusion head trains on all rows at once
     for plan in plans:
-        _check_enough(len(plan["train"]), batch, f"fold {plan['fold']} training set", replicas)
+        _check_enough(len(plan["train"]), train_batch(settings), f"fold {plan['fold']} training set",
+                      strategy.num_replicas_in_sync)
 
     _build(settings, len(class_names), strategy)  # fail on missing weights before making the run folder
     run_dir, resuming = make_run_dir(settings, prefix=f"{settings.model}-cv{k}")
@@ -1075,11 +1181,16 @@ def validate_settings(settings):
 
 
 def run_training(settings):
-    """Train (or cross-validate) as ``settings`` say; return a RunResult (run folder, metrics)."""
+    """Train (or cross-validate) as ``settings`` say; return a RunResult (run folder, metrics).
+
+    The settings and the Dataset are checked first, every problem at once, before
+    TensorFlow is started.
+    """
     validate_settings(settings)
     efr_data.check_dataset_dir(settings.dataset)
+    view = prepare_cross_validation(settings) if settings.folds else prepare_single_run(settings)
     strategy = make_strategy(settings.distribute, settings.cpu_devices)  # first: before TensorFlow runs an op
     set_seeds(settings.seed, settings.deterministic)
     if settings.folds:
-        return cross_validate(settings, strategy)
-    return train_once(settings, strategy)
+        return cross_validate(settings, strategy, view)
+    return train_once(settings, strategy, view)
