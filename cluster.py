@@ -41,7 +41,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     setup_logging(args.quiet)
-    from efr.cluster import run_clustering
+    from efr.cluster import run_clustering  # checks every option before reading a face
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     run_clustering(args.dataset, args.out, model_path=args.model, features=args.features, pca=args.pca or None,

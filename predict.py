@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from efr.cli import run, setup_logging
+from efr.errors import EFRError
 from efr.predict import DEFAULT_BATCH_SIZE, FORMATS, format_summary, format_table, predict
 
 
@@ -74,6 +75,8 @@ def common_root(inputs):
 def main(argv=None):
     args = parse_args(argv)
     setup_logging(args.quiet)
+    if args.table_rows < 0:
+        raise EFRError(f"--table-rows {args.table_rows}: expected 0 or more")
     result = predict(
         args.model, args.inputs, camera=args.camera, out_dir=args.out, fmt=args.format,
         batch_size=args.batch_size, every=args.every, max_frames=args.max_frames, faces_only=args.faces_only,

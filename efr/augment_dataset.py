@@ -343,6 +343,8 @@ def augment_dataset(
     if copies < 1:
         raise EFRError(f"--copies must be at least 1 (got {copies})")
     splits = normalise_splits(splits)
+    if workers is not None and int(workers) < 1:
+        raise EFRError(f"--workers {workers}: expected 1 or more")
     workers = max(1, workers or os.cpu_count() or 1)
     png_writer = check_png_writer(png_writer)
 

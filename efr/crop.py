@@ -129,6 +129,10 @@ def check_options(options):
         raise EFRError(f"--margin {options.margin}: expected a fraction of the face side between 0 and 2 (e.g. 0.1)")
     if options.folds < 0 or options.folds == 1:
         raise EFRError(f"--folds {options.folds}: use 0 (no folds) or 2 or more")
+    if options.min_neighbors < 0:
+        raise EFRError(f"--min-neighbors {options.min_neighbors}: expected 0 or more")
+    if not 0.0 <= options.min_face <= 1.0:
+        raise EFRError(f"--min-face {options.min_face}: expected a fraction of the photo's shorter side, 0 to 1")
     if options.subject_regex is not None:
         compile_subject_regex(options.subject_regex)
     faces.cascade_path(options.cascade)
@@ -620,6 +624,8 @@ def crop_dataset(src, dst, options=CropOptions(), workers=None, overwrite=False,
     (``summary.raise_if_unusable()``).
     """
     check_options(options)
+    if workers is not None and int(workers) < 1:
+        raise EFRError(f"--workers {workers}: expected 1 or more")
     src, dst = check_folders(src, dst)
     images, ignored = scan_source(src)
     if ignored:

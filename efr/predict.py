@@ -826,6 +826,12 @@ def predict(model_path, inputs=(), camera=None, out_dir=None, fmt="csv", batch_s
         raise EFRError(f"--every {every}: expected 1 or more (analyse every Nth frame)")
     if int(batch_size) < 1:
         raise EFRError(f"--batch-size {batch_size}: expected 1 or more")
+    for option, value, least in (("--max-frames", max_frames, 1), ("--max-faces", max_faces, 1),
+                                 ("--workers", workers, 1), ("--camera", camera, 0)):
+        if value is not None and int(value) < least:
+            raise EFRError(f"{option} {value}: expected {least} or more")
+    if margin is not None and not 0.0 <= float(margin) <= 2.0:
+        raise EFRError(f"--margin {margin}: expected a fraction of the face side between 0 and 2 (e.g. 0.1)")
     if show:
         check_gui()
     items = collect_inputs(inputs, out_dir) if inputs else []

@@ -1162,7 +1162,19 @@ def _finish_cv(settings, run_dir, k, class_names, originals, size, fold_rows, al
 
 
 def validate_settings(settings):
+    """Raise EFRError for a setting that cannot work (before TensorFlow is imported)."""
+    from efr.models import MIN_SEED_IMAGE_SIZE, SEED_MODEL, model_names
+
+    name = settings.name
+    model = str(settings.model).strip().lower()
     checks = [
+        (model in model_names(), f"--model {settings.model}: choose one of {', '.join(model_names())}"),
+        (not name or ("/" not in name and "\\" not in name and name not in (".", "..")),
+         f"--name {name!r}: give a plain folder name (it goes under --runs-dir {settings.runs_dir})"),
+        (settings.image_size is None or settings.image_size >= (MIN_SEED_IMAGE_SIZE if model == SEED_MODEL else 8),
+         f"--img-size {settings.image_size}: too small (the seed CNN needs {MIN_SEED_IMAGE_SIZE} or more)"),
+        (settings.gallery_size >= 0, f"--gallery-size {settings.gallery_size}: must be 0 or more"),
+        (settings.cpu_devices >= 1, f"--cpu-devices {settings.cpu_devices}: need at least 1"),
         (settings.epochs >= 1, f"--epochs {settings.epochs}: need at least 1"),
         (settings.batch_size >= 1, f"--batch-size {settings.batch_size}: need at least 1"),
         (settings.lr > 0, f"--lr {settings.lr}: must be positive"),
