@@ -40,7 +40,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    setup_logging(args.quiet)
+    setup_logging(args.quiet, args.verbose)
     from efr.cluster import run_clustering  # checks every option before reading a face
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())

@@ -114,7 +114,7 @@ def resume_conflicts(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    setup_logging(args.quiet)
+    setup_logging(args.quiet, args.verbose)
     from efr.errors import EFRError
 
     if args.resume:

@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-from efr.cli import run, setup_logging
+from efr.cli import add_verbose_argument, run, setup_logging
 from efr.errors import EFRError
 from efr.predict import DEFAULT_BATCH_SIZE, FORMATS, format_summary, format_table, predict
 
@@ -61,6 +61,7 @@ def parse_args(argv=None):
     parser.add_argument("--allow-unfinished", action="store_true",
                         help="use a model from a run that did not finish (interrupted, killed or failed)")
     parser.add_argument("--quiet", action="store_true", help="only warnings and errors; no progress bars")
+    add_verbose_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -74,7 +75,7 @@ def common_root(inputs):
 
 def main(argv=None):
     args = parse_args(argv)
-    setup_logging(args.quiet)
+    setup_logging(args.quiet, args.verbose)
     if args.table_rows < 0:
         raise EFRError(f"--table-rows {args.table_rows}: expected 0 or more")
     result = predict(
