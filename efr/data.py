@@ -32,7 +32,7 @@ from pathlib import Path
 
 from efr.emotions import UnknownEmotionError, canonical_emotion, sorted_emotions
 from efr.errors import EFRError
-from efr.imageio import is_image_file
+from efr.imageio import diagnose_file, image_format, is_image_file
 from efr.augment_dataset import AUGMENTED_MARKER
 from efr.manifest import AUGMENTED, ORIGINAL, SPLITS, check_subject_disjoint, read_manifest
 from efr.rafd import rafd_subject
@@ -240,23 +240,14 @@ def quick_check_image(path):
     suffix = path.suffix.lower()
     if suffix not in TF_DECODABLE:
         return f"{suffix} files are not supported by the training pipeline (use png or jpg)"
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as handle:
-            head = handle.read(8)
-            handle.seek(max(0, size - 32))
-            tail = handle.read()
-    except OSError as err:
-        return f"cannot read file ({err.strerror})"
-    if size == 0:
-        return "file is empty"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "" if b"IEND" in tail else "PNG is truncated (no end marker)"
-    if head.startswith(b"\xff\xd8"):
-        return "" if tail.rstrip(b"\x00").endswith(b"\xff\xd9") else "JPEG is truncated (no end marker)"
-    if head.startswith(b"BM") or head.startswith(b"GIF8"):
-        return ""
-    return "not a PNG, JPEG, BMP or GIF image"
+    problem = diagnose_file(path)
+    if problem:
+        return problem
+    with open(path, "rb") as handle:
+        kind = image_format(handle.read(16))
+    if kind not in ("png", "jpeg", "bmp", "gif"):
+        return f"a {kind.upper()} image under a {suffix} name: TensorFlow reads PNG, JPEG, BMP or GIF; convert it"
+    return ""
 
 
 def drop_unreadable(samples):

@@ -441,12 +441,19 @@ def predict_paths(model, paths, image_size, batch_size=PREDICT_BATCH_SIZE, tta="
     """
     if not len(paths):
         return np.zeros((0, int(model.output_shape[-1])), dtype=np.float32)
+    # Called eagerly, batch by batch: model.predict would build (trace) a new predict
+    # function for every model, which cross-validation makes once a fold, and TensorFlow
+    # warns about such repeated tracing ("triggered tf.function retracing").
     with named_decode_errors(paths):
-        probs = model.predict(efr_data.make_image_dataset(paths, image_size, batch_size), verbose=0)
+        probs = _predict_eagerly(model, efr_data.make_image_dataset(paths, image_size, batch_size))
         if tta == "flip":
-            mirrored = model.predict(efr_data.make_image_dataset(paths, image_size, batch_size, flip=True), verbose=0)
+            mirrored = _predict_eagerly(model, efr_data.make_image_dataset(paths, image_size, batch_size, flip=True))
             probs = (probs + mirrored) / 2.0
     return probs
+
+
+def _predict_eagerly(model, batches):
+    return np.concatenate([np.asarray(model(images, training=False)) for images in batches]).astype(np.float32)
 
 
 def predict_split(model_path, dataset_dir, split="Test", include_augmented=False, batch_size=PREDICT_BATCH_SIZE):

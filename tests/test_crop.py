@@ -187,6 +187,7 @@ def test_folder_layout_with_every_awkward_file(folders_src, tmp_path, caplog):
     cut = rows["Sad/S4_sad_cut.jpg"]
     assert cut["status"] == "unreadable" and "truncated" in cut["reason"] and "S4_sad_cut.jpg" in cut["reason"]
     assert rows["Sad/S4_sad_notes.jpg"]["status"] == "unreadable"
+    assert "not an image (a text file)" in rows["Sad/S4_sad_notes.jpg"]["reason"]
     assert "'Bored' is not an emotion folder" in rows["Bored/S1_bored.jpg"]["reason"]
     assert {r["subject"] for r in rows.values() if r["status"] == "ok"} == {"S1", "S2", "S3", "S4"}
     check_subject_disjoint(list(rows.values()))

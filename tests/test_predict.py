@@ -260,6 +260,7 @@ def test_unreadable_photo_in_folder_is_skipped_and_counted(model_path, photos, t
     assert run_cli(["--model", model_path, folder, "--out", out, "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "2 skipped" in printed and "broken.jpg" in printed and "truncated.jpg" in printed
+    assert "not an image (a text file)" in printed and "JPEG is truncated" in printed
     with open(out / "predictions.csv", newline="") as handle:
         assert len(list(csv.DictReader(handle))) == 6
 
