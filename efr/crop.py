@@ -28,7 +28,6 @@ import logging
 import multiprocessing
 import os
 import re
-import shutil
 import signal
 import time
 from collections import Counter, defaultdict
@@ -342,7 +341,8 @@ def settings_differences(old, new):
 
 
 def _our_entries(dst):
-    return [Path(dst) / name for name in (*SPLITS, MANIFEST_NAME, SETTINGS_NAME, SUMMARY_NAME,
+    """The record files crop.py (and data_aug.py, augment.json) keep at the top of a Dataset folder."""
+    return [Path(dst) / name for name in (MANIFEST_NAME, SETTINGS_NAME, SUMMARY_NAME, "augment.json",
                                           landmarks.LANDMARKS_NAME)]
 
 
@@ -365,13 +365,48 @@ def prepare_destination(dst, settings, overwrite):
             )
         return "resume"
     if non_empty and overwrite:
-        for entry in _our_entries(dst):
-            if entry.is_dir():
-                log.info("--overwrite: removing %s", entry)
-                shutil.rmtree(entry)
-            elif entry.exists():
-                entry.unlink()
+        remove_previous_output(dst)
     return "new"
+
+
+def remove_previous_output(dst):
+    """--overwrite: remove what an earlier crop.py (and data_aug.py) run made, and nothing else.
+
+    Only files its manifest lists (crops and augmented copies), its own record files and
+    temporary files are removed; emotion and split folders go once empty.  Any other file
+    under Train/Valid/Test (a photo of the user's own, a file the manifest does not know)
+    stops the run before anything is deleted, naming the files.
+    """
+    dst = Path(dst)
+    listed = {r["output"] for r in read_manifest(dst) if r["output"]}
+    ours, foreign = [], []
+    for split in SPLITS:
+        split_dir = dst / split
+        if not split_dir.is_dir():
+            continue
+        for path in sorted(p for p in split_dir.rglob("*") if p.is_file() or p.is_symlink()):
+            rel = path.relative_to(dst).as_posix()
+            (ours if rel in listed or PARTIAL_SUFFIX in path.name else foreign).append(path)
+    if foreign:
+        shown = ", ".join(str(p) for p in foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise EFRError(
+            f"--overwrite stops: {len(foreign)} file(s) under {dst} are not listed in its {MANIFEST_NAME}, so crop.py "
+            f"did not make them and will not delete them: {shown}. Move them out of {dst} (or choose a new --dst)"
+        )
+    log.info("--overwrite: removing %d file(s) listed in %s", len(ours), dst / MANIFEST_NAME)
+    for path in ours:
+        path.unlink()
+    for split in SPLITS:  # folders left empty, deepest first
+        split_dir = dst / split
+        if split_dir.is_dir():
+            for folder in sorted((p for p in split_dir.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                if not any(folder.iterdir()):
+                    folder.rmdir()
+            if not any(split_dir.iterdir()):
+                split_dir.rmdir()
+    for entry in _our_entries(dst):
+        if entry.is_file():
+            entry.unlink()
 
 
 def remove_partial_files(dst):

@@ -490,3 +490,22 @@ def test_cli_script_runs_without_tensorflow(rafd_src, tmp_path):
     assert "cv2" in imported and not imported & {"tensorflow", "keras", "torch"}
     with open(tmp_path / "ds" / "manifest.csv", newline="") as handle:
         assert tuple(csv.DictReader(handle).fieldnames) == FIELDS
+
+
+def test_overwrite_removes_only_what_the_manifest_lists(rafd_src, tmp_path):
+    dst = tmp_path / "ds"
+    crop(rafd_src, dst, **FAST)
+    before = sorted(p.relative_to(dst).as_posix() for p in dst.rglob("*") if p.is_file())
+    happy = next((dst / "Train").glob("*/*.png")).parent
+    mine = happy / "mydata.jpg"
+    mine.write_bytes(b"the user's own photo")
+    (dst / "Valid" / "extra").mkdir()
+    (dst / "Valid" / "extra" / "notes.txt").write_text("mine too")
+    with pytest.raises(EFRError, match=r"2 file\(s\) under .* not listed in its manifest.csv.*mydata\.jpg.*notes\.txt"):
+        crop(rafd_src, dst, margin=0.25, overwrite=True, **FAST)
+    after = sorted(p.relative_to(dst).as_posix() for p in dst.rglob("*") if p.is_file())
+    assert sorted(set(after) - {mine.relative_to(dst).as_posix(), "Valid/extra/notes.txt"}) == before  # untouched
+    mine.unlink()
+    shutil.rmtree(dst / "Valid" / "extra")
+    summary = crop(rafd_src, dst, margin=0.25, overwrite=True, **FAST)
+    assert summary.written == 40 and summary.reused == 0
