@@ -332,6 +332,38 @@ def _inside(path, folder):
         return False
 
 
+def is_predictions_file(path):
+    """True for a predictions file written by predict.py (CSV or JSON, whatever it is called now)."""
+    path = Path(path)
+    if path.suffix.lower() not in (".csv", ".json"):
+        return False
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(512).decode("utf-8", "replace")
+    except OSError:
+        return False
+    if path.suffix.lower() == ".csv":
+        return head.startswith(",".join(CSV_FIXED) + ",prob_")
+    return head.lstrip().startswith("{") and ('"efr": "predictions"' in head
+                                             or ('"model"' in head and '"class_names"' in head and '"rows"' in head))
+
+
+def earlier_outputs(root):
+    """Folders under ``root`` that an earlier predict.py --out wrote: they hold a predictions file.
+
+    Their annotated copies must not be taken for new photos.  When ``root`` itself is
+    one (--out was the input folder), only its annotated/ folder is left out.
+    """
+    root = Path(root)
+    folders = []
+    for folder in [root, *sorted(p for p in root.rglob("*") if p.is_dir())]:
+        if any(f.is_file() and is_predictions_file(f) for f in folder.iterdir()):
+            folders.append(folder / ANNOTATED_DIR if folder == root else folder)
+            log.info("leaving out %s: it holds predictions of an earlier predict.py run",
+                     folders[-1] if folder != root else f"{folder / ANNOTATED_DIR}")
+    return folders
+
+
 def collect_inputs(inputs, out_dir=None):
     """Expand files and folders (recursively) into InputItems; a path that doesn't exist is an error.
 
@@ -346,7 +378,12 @@ def collect_inputs(inputs, out_dir=None):
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and (is_image_file(p) or is_video_file(p)))
             if out_dir is not None:
-                found = [p for p in found if not _inside(p, out_dir)]
+                # This run's outputs: the whole --out folder, or only its annotated/ when --out is the
+                # input folder (or holds it), whose photos are the inputs.
+                own = Path(out_dir) / ANNOTATED_DIR if _inside(path, out_dir) else Path(out_dir)
+                found = [p for p in found if not _inside(p, own)]
+            skipped = earlier_outputs(path)
+            found = [p for p in found if not any(_inside(p, folder) for folder in skipped)]
             if not found:
                 log.warning("%s: no photos or videos found in this folder", path)
             for file in found:
@@ -707,6 +744,7 @@ def rows_to_csv(rows, class_names):
 
 def rows_to_json(result, model_path=None):
     data = {
+        "efr": "predictions",  # how a later run recognises this file (and its folder) as an output
         "model": None if model_path is None else str(model_path),
         "class_names": list(result.class_names),
         "rows": [r.as_json() for r in result.rows],

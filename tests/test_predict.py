@@ -408,3 +408,20 @@ def test_model_of_an_unfinished_run_is_refused_unless_allowed(model_path, photos
     assert "used anyway" in caplog.text
     runstate.write_state(run_dir, runstate.FINISHED)
     assert run_cli(["--model", run_dir / "best.keras", photos, "--quiet"]) == 0
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_earlier_outputs_inside_the_input_are_never_inputs(model_path, photos, tmp_path, fmt):
+    import shutil
+
+    folder = tmp_path / "photos"
+    shutil.copytree(photos, folder)
+    first = efr_predict.predict(model_path, [folder], out_dir=folder / "preds", fmt=fmt, progress=False)
+    assert first.photos == 6 and list((folder / "preds" / "annotated").rglob("*.jpg"))
+    (folder / "preds" / f"predictions.{fmt}").rename(folder / "preds" / f"renamed.{fmt}")  # whatever its name
+    second = efr_predict.predict(model_path, [folder], out_dir=tmp_path / "preds2", fmt=fmt, progress=False)
+    assert second.photos == 6  # not 12: the first run's annotated copies are left out
+    third = efr_predict.predict(model_path, [folder], out_dir=folder, fmt=fmt, progress=False)  # --out = input
+    assert third.photos == 6
+    fourth = efr_predict.predict(model_path, [folder], fmt=fmt, progress=False)
+    assert fourth.photos == 6  # the input folder's own photos still count
