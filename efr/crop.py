@@ -41,11 +41,11 @@ from efr import faces, landmarks
 from efr.align import ALIGN_MODES, align_crop
 from efr.emotions import EMOTIONS, UnknownEmotionError, canonical_emotion
 from efr.errors import EFRError
-from efr.imageio import PARTIAL_SUFFIX, UnreadableImageError, is_image_file, read_image, write_image
+from efr.imageio import PARTIAL_SUFFIX, UnreadableImageError, diagnose_file, is_image_file, read_image, write_image
 from efr.manifest import FIELDS, MANIFEST_NAME, SPLITS, check_subject_disjoint, read_manifest, write_manifest
 from efr.rafd import ANGLES, FRONTAL_ANGLE, GAZES, RAFD_NAME, RafdNameError, parse_rafd_name
 from efr.runinfo import library_versions, machine_info, write_json
-from efr.split import DEFAULT_FRACTIONS, assign_folds, split_subjects
+from efr.split import DEFAULT_FRACTIONS, assign_folds, split_subjects_by_class
 
 log = logging.getLogger("efr.crop")
 
@@ -283,9 +283,16 @@ def output_names(rows):
 
 
 def assign_splits(rows, options, by_image):
-    """Give every pending row its split (and fold) from its subject, or from itself when by_image."""
+    """Give every pending row its split (and fold) from its subject, or from itself when by_image.
+
+    Subject-disjoint and class-aware (efr.split.split_subjects_by_class): returns
+    ({key: split}, {split: [classes it could not get]}).
+    """
     keys = [r["source"] if by_image else r["subject"] for r in rows]
-    splits = split_subjects(keys, options.fractions, options.seed)
+    subject_classes = {}
+    for row, key in zip(rows, keys):
+        subject_classes.setdefault(key, set()).add(row["emotion"])
+    splits, missing = split_subjects_by_class(subject_classes, options.fractions, options.seed)
     folds = {}
     if options.folds:
         # Folds deal out every subject, independent of the split: cross-validation
@@ -294,7 +301,31 @@ def assign_splits(rows, options, by_image):
     for row, key in zip(rows, keys):
         row["split"] = splits[key]
         row["fold"] = folds.get(key, "")
-    return splits
+    return splits, missing
+
+
+def coverage_message(missing, rows):
+    """Say which classes could not reach which split, and why (too few subjects have them)."""
+    parts = []
+    for split, classes in missing.items():
+        for emotion in classes:
+            holders = len({r["subject"] or r["source"] for r in rows if r["emotion"] == emotion})
+            parts.append(f"{split} has no {emotion} ({holders} subject(s) have {emotion} photos; "
+                         f"{'Train' if split != 'Train' else 'another split'} got them first)")
+    return ("class-aware split: " + "; ".join(parts) + ". efe_cnn.py trains on this and reports what a missing "
+            "class means (none in Valid: weaker early stopping; none in Test: that class is not scored)")
+
+
+def drop_unreadable_sources(rows, src):
+    """Mark pending rows whose photo is no image at all (a quick look at its bytes) as unreadable.
+
+    Done before the split, so that a subject with no usable photo takes no split slot.
+    """
+    for row in rows:
+        problem = diagnose_file(Path(src) / row["source"])
+        if problem:
+            row.update(status="unreadable",
+                       reason=f"{Path(src) / row['source']}: {problem}; replace it with a photo, re-copy it, or remove it")
 
 
 # ---------------------------------------------------------------------------------------
@@ -689,6 +720,7 @@ def crop_dataset(src, dst, options=CropOptions(), workers=None, overwrite=False,
     mapped = {r["folder"]: r["emotion"] for r in rows if r.get("folder") and r["folder"] != r["emotion"]}
     for folder, emotion in sorted(mapped.items()):
         log.info("folder %r read as emotion %s", folder, emotion)
+    drop_unreadable_sources([r for r in rows if not r["status"]], src)
     pending = [r for r in rows if not r["status"]]
     unknown = [r for r in rows if r["status"] == "unknown_label"]
     if unknown:
@@ -711,7 +743,10 @@ def crop_dataset(src, dst, options=CropOptions(), workers=None, overwrite=False,
         )
         log.warning("WARNING: %s", message)
         warnings.append(message)
-    splits = assign_splits(pending, options, by_image)
+    splits, missing = assign_splits(pending, options, by_image)
+    if missing:
+        warnings.append(coverage_message(missing, pending))
+        log.warning("warning: %s", warnings[-1])
     log.info("split: %s", ", ".join(f"{s} {sum(v == s for v in splits.values())}" for s in SPLITS)
              + (" images" if by_image else " subjects"))
     output_names(pending)
