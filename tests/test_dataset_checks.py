@@ -103,3 +103,35 @@ def test_classes_missing_from_valid_and_test_are_reported_not_refused(small, tmp
     assert metrics["unscored_classes"] == ["Neutral"] and metrics["missing_classes"]["Valid"] == ["Fearful"]
     report = (tmp_path / "runs" / "m" / "report.html").read_text()
     assert "Not scored: Neutral" in report and "early stopping could not watch" in report
+
+
+def test_a_killed_data_aug_run_is_refused_by_efe_cnn(small, tmp_path, caplog, no_tensorflow):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    dataset = tmp_path / "Dataset"
+    shutil.copytree(small, dataset)
+    slow = ("import sys, time\n"
+            "import efr.augment_dataset as stage\n"
+            "real = stage.augment_photo\n"
+            "stage.augment_photo = lambda *a: (time.sleep(0.05), real(*a))[1]\n"
+            "import data_aug\n"
+            "from efr.cli import run\n"
+            "sys.exit(run(data_aug.main, sys.argv[1:]))\n")
+    process = subprocess.Popen([sys.executable, "-c", slow, "--dataset", str(dataset), "--workers", "1", "--quiet"],
+                               cwd=repo, env=dict(os.environ, PYTHONPATH=str(repo)))
+    deadline = time.monotonic() + 120
+    while len(list(dataset.rglob("*__aug-*.png"))) < 8 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    written = len(list(dataset.rglob("*__aug-*.png")))
+    pending = [r for r in read_manifest(dataset) if r["kind"] == "augmented" and r["status"] == "pending"]
+    assert 8 <= written < len(pending)  # killed halfway
+    assert _train(dataset, tmp_path) == EXIT_USER_ERROR
+    assert "data_aug.py did not finish" in caplog.text and f"python data_aug.py --dataset {dataset}" in caplog.text

@@ -20,6 +20,7 @@ import pytest
 import efe_cnn
 from efr import runstate, train
 from efr.cli import EXIT_USER_ERROR, run
+from efr.errors import EFRError
 from train_fixtures import make_tiny_dataset
 
 pytestmark = pytest.mark.slow
@@ -93,6 +94,8 @@ def test_ctrl_c_then_kill_then_resume_equals_an_uninterrupted_run(dataset, tmp_p
     assert info["state"] == runstate.RUNNING and runstate.effective_state(info) == runstate.INTERRUPTED
     assert not (runs / "r" / "report.html").exists()
     assert _epochs(history)[:first] == list(range(first))
+    with pytest.raises(EFRError, match="interrupted.*--allow-unfinished"):  # predict.py's and cluster.py's check
+        runstate.check_model_finished(runs / "r" / "best.keras")
 
     assert run(efe_cnn.main, ["--resume", str(runs / "r"), "--quiet"]) == 0
     assert _epochs(history) == list(range(5))  # each epoch once
