@@ -351,10 +351,11 @@ def fit_model(built, train_data, valid_data, settings, meta, strategy, out_dir=N
         with strategy.scope():
             compile_model(model, lr)
         stopping = ResumableEarlyStopping(monitor="val_loss", patience=settings.patience, restore_best_weights=True)
-        end_epoch = initial_epoch + epochs
-        if checkpoint and index == checkpoint[0]["phase"]:
+        resuming_phase = checkpoint is not None and index == checkpoint[0]["phase"]
+        phase_start = checkpoint[0]["phase_start"] if resuming_phase else initial_epoch
+        end_epoch = phase_start + epochs
+        if resuming_phase:
             initial_epoch, end_epoch = _restore_phase(model, checkpoint, stopping, strategy, end_epoch)
-        phase_start = checkpoint[0]["phase_start"] if checkpoint and index == checkpoint[0]["phase"] else initial_epoch
         callbacks = [EpochLogger(phase, phase_start + epochs, prefix)]
         if out_dir is not None:
             history_file = out_dir / "history.csv"

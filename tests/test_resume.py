@@ -162,3 +162,48 @@ def test_history_is_trimmed_to_the_checkpointed_epochs(tmp_path):
     assert _epochs(path) == [0, 1]
     train._trim_history(path, 0)
     assert not path.exists()
+
+
+@pytest.mark.parametrize("stop_after", [1, 2, 3])  # in the head phase, at its end, in fine-tuning
+def test_a_two_phase_fit_resumes_in_the_phase_it_was_in(tmp_path, stop_after):
+    import keras
+    import tensorflow as tf
+
+    from efr.models import BuiltModel
+
+    def toy():
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((8, 8, 3))
+        backbone = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3), keras.layers.Flatten()],
+                                    name="backbone")
+        outputs = keras.layers.Dense(2, activation="softmax")(
+            keras.layers.Dropout(0.3)(backbone(keras.layers.Rescaling(1 / 255)(inputs))))
+        return BuiltModel(keras.Model(inputs, outputs), 8, backbone, {}, {"model": "toy"})
+
+    class Stop(keras.callbacks.Callback):  # Ctrl-C as the epoch after ``stop_after`` completed ones begins
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == stop_after:
+                raise KeyboardInterrupt
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (24, 8, 8, 3)).astype("float32")
+    y = np.eye(2)[rng.integers(0, 2, 24)].astype("float32")
+    pipeline = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    settings = train.TrainSettings(epochs=2, fine_tune_epochs=2, lr=0.01, patience=5)
+    meta, strategy = {"class_names": ["a", "b"]}, tf.distribute.get_strategy()
+    (tmp_path / "straight").mkdir()
+    (tmp_path / "cut").mkdir()
+
+    straight = train.fit_model(toy(), pipeline, pipeline, settings, meta, strategy, out_dir=tmp_path / "straight",
+                               resumable=True)
+    with pytest.raises(KeyboardInterrupt):
+        train.fit_model(toy(), pipeline, pipeline, settings, meta, strategy, out_dir=tmp_path / "cut",
+                        resumable=True, extra_callbacks=[Stop()])
+    resumed_model = toy()
+    resumed = train.fit_model(resumed_model, pipeline, pipeline, settings, meta, strategy, out_dir=tmp_path / "cut",
+                              resumable=True)
+    assert resumed == straight
+    rows = [_rows(tmp_path / name / "history.csv") for name in ("straight", "cut")]
+    assert [r["epoch"] for r in rows[1]] == ["0", "1", "2", "3"]
+    assert [r["phase"] for r in rows[1]] == ["head", "head", "fine-tune", "fine-tune"]
+    np.testing.assert_allclose([float(r["loss"]) for r in rows[1]], [float(r["loss"]) for r in rows[0]], rtol=1e-5)
