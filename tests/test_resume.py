@@ -207,3 +207,23 @@ def test_a_two_phase_fit_resumes_in_the_phase_it_was_in(tmp_path, stop_after):
     assert [r["epoch"] for r in rows[1]] == ["0", "1", "2", "3"]
     assert [r["phase"] for r in rows[1]] == ["head", "head", "fine-tune", "fine-tune"]
     np.testing.assert_allclose([float(r["loss"]) for r in rows[1]], [float(r["loss"]) for r in rows[0]], rtol=1e-5)
+
+
+def test_sigterm_interrupts_a_run_like_ctrl_c(tmp_path):
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(runstate.RunInterrupted, match=r"resume with: python efe_cnn.py --resume"):
+        with runstate.tracked_run(tmp_path):
+            assert runstate.read_state(tmp_path)["state"] == runstate.RUNNING
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises before this ends
+    assert runstate.read_state(tmp_path)["state"] == runstate.INTERRUPTED
+    assert signal.getsignal(signal.SIGTERM) == before  # put back
+
+
+def test_a_failed_run_records_its_error(tmp_path):
+    with pytest.raises(ValueError):
+        with runstate.tracked_run(tmp_path):
+            raise ValueError("disk full")
+    info = runstate.read_state(tmp_path)
+    assert info["state"] == runstate.FAILED and "disk full" in info["error"]
+    assert runstate.describe(info) == "failed (ValueError: disk full)"
