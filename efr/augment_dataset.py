@@ -567,6 +567,8 @@ def clean_augmented(dataset_dir, splits=None):
         )
     if result.rows_removed:
         write_manifest(dataset_dir, keep)
+    if not any(r["kind"] == AUGMENTED for r in keep):
+        (dataset_dir / RUN_INFO_NAME).unlink(missing_ok=True)  # its record describes files that are gone
     listed = {r["output"] for r in keep if r["kind"] == AUGMENTED}
     result.orphans = scan_dataset(dataset_dir, [s for s in SPLITS if s in chosen and (dataset_dir / s).is_dir()],
                                   listed).orphans

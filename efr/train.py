@@ -197,6 +197,10 @@ def make_run_dir(settings, prefix="seed"):
         run_dir = runs_dir / name
         if run_dir.exists() and any(run_dir.iterdir()):
             if settings.exist_ok:
+                info = runstate.read_state(run_dir)
+                if runstate.is_live(info):
+                    raise EFRError(f"run folder {run_dir} is {runstate.describe(info)}: --exist-ok does not "
+                                   "restart a run that is still training; wait for it or choose another --name")
                 clear_run_outputs(run_dir)
             else:
                 resuming = _check_resumable(run_dir, settings)

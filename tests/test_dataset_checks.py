@@ -135,3 +135,16 @@ def test_a_killed_data_aug_run_is_refused_by_efe_cnn(small, tmp_path, caplog, no
     assert 8 <= written < len(pending)  # killed halfway
     assert _train(dataset, tmp_path) == EXIT_USER_ERROR
     assert "data_aug.py did not finish" in caplog.text and f"python data_aug.py --dataset {dataset}" in caplog.text
+
+
+def test_clean_after_an_unfinished_augmentation_gives_an_accepted_dataset(small, tmp_path, monkeypatch,
+                                                                          no_tensorflow):
+    from efr.augment_dataset import clean_augmented
+
+    dataset = tmp_path / "Dataset"
+    shutil.copytree(small, dataset)
+    _interrupted_augmentation(dataset, monkeypatch)
+    clean_augmented(dataset)
+    assert not (dataset / "augment.json").exists() and not list(dataset.rglob("*__aug-*"))
+    with pytest.raises(Started):
+        efe_cnn.main(["--dataset", str(dataset), "--runs-dir", str(tmp_path / "runs"), "--batch-size", "8"])

@@ -227,3 +227,18 @@ def test_a_failed_run_records_its_error(tmp_path):
     info = runstate.read_state(tmp_path)
     assert info["state"] == runstate.FAILED and "disk full" in info["error"]
     assert runstate.describe(info) == "failed (ValueError: disk full)"
+
+
+def test_exist_ok_does_not_restart_a_run_still_training(dataset, tmp_path, caplog):
+    run_dir = tmp_path / "runs" / "live"
+    run_dir.mkdir(parents=True)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        info = runstate.write_state(run_dir, runstate.RUNNING)
+        (run_dir / runstate.STATE_NAME).write_text(json.dumps(dict(info, pid=live.pid)))
+        code = run(efe_cnn.main, _args(dataset, tmp_path / "runs", "live", "--epochs", 1, "--exist-ok"))
+    finally:
+        live.kill()
+        live.wait()
+    assert code == EXIT_USER_ERROR and "still running" in caplog.text
+    assert (run_dir / runstate.STATE_NAME).is_file()
