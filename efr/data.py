@@ -24,7 +24,6 @@ to RGB while encoding), so ``tf.io.decode_image`` gives RGB and no channel swap 
 needed; tests/test_data.py checks this on a file written with cv2.imwrite.
 """
 
-import functools
 import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -357,13 +356,8 @@ def make_augmenter(seed=0, rotation=0.05, shift=0.08, zoom=0.1, contrast=0.2, br
     )
 
 
-def epoch_seed(seed, epoch):
-    """The shuffle seed of one epoch: a function of (seed, epoch) alone, so a resumed run repeats it."""
-    return seed * 1_000_003 + epoch
-
-
 def make_dataset(paths, labels, num_classes, image_size, batch_size, shuffle=False, seed=0, augment=None,
-                 cache=True, start_epoch=None, end_epoch=None):
+                 cache=True, start_epoch=None):
     """A batched tf.data.Dataset of (float32 RGB [0, 255] images, one-hot labels).
 
     ``paths``/``labels``: files and class indices (see ``list_split``).  ``shuffle``
@@ -372,12 +366,13 @@ def make_dataset(paths, labels, num_classes, image_size, batch_size, shuffle=Fal
     caching, so each epoch sees new variants.  ``cache``: see ``resolve_cache``;
     decoded uint8 images are cached (4x smaller than float32), never floats.
 
-    ``start_epoch``/``end_epoch`` (training, with ``shuffle``): epochs start_epoch ..
-    end_epoch - 1 one after another, each in the order ``epoch_seed(seed, epoch)``
-    gives; fit it with ``steps_per_epoch=steps_per_epoch(len(paths), batch_size)``.  Epoch k is then
-    the same batches whether the run started at epoch 0 or was resumed at k (Keras makes
-    a version-dependent number of iterators per epoch, so reshuffling per iterator
-    cannot be replayed).
+    ``start_epoch`` (training, with ``shuffle``): an endless dataset, epoch after epoch
+    in the orders one seeded shuffle draws, starting with epoch ``start_epoch`` of that
+    sequence (the ones before are drawn and skipped); fit it with
+    ``steps_per_epoch=steps_per_epoch(len(paths), batch_size)``.  Epoch k is then the same
+    batches whether the fit started at epoch 0 or was resumed at k.  (Reshuffling per
+    iterator, the other way, cannot be replayed: Keras makes a version-dependent number
+    of iterators per epoch.)
     """
     import numpy as np
     import tensorflow as tf
@@ -407,13 +402,11 @@ def make_dataset(paths, labels, num_classes, image_size, batch_size, shuffle=Fal
         return source if cached else source.map(load, num_parallel_calls=autotune)
 
     if start_epoch is not None:
-        if not shuffle or end_epoch is None:
-            raise ValueError("start_epoch is for shuffled training data, with end_epoch")
-        # One finite dataset per epoch, each shuffled by its own seed, one after another.
-        # They share the cache above, so the images are still decoded once.
-        epochs = [ordered(data, epoch_seed(seed, epoch), False).batch(batch_size)
-                  for epoch in range(int(start_epoch), max(int(end_epoch), int(start_epoch) + 1))]
-        data = functools.reduce(lambda first, second: first.concatenate(second), epochs)
+        if not shuffle:
+            raise ValueError("start_epoch is for shuffled training data")
+        data = ordered(data, seed, True).batch(batch_size).repeat()
+        if start_epoch:
+            data = data.skip(int(start_epoch) * steps_per_epoch(count, batch_size))
     else:
         data = ordered(data, seed, True).batch(batch_size)
 

@@ -369,7 +369,8 @@ def fit_model(built, train_data, valid_data, settings, meta, strategy, out_dir=N
         callbacks += [*extra_callbacks, best, stopping]
         if resumable:
             callbacks.append(TrainingCheckpoint(out_dir, index, phase_start, best, stopping))
-        epoch_data = train_data(initial_epoch, end_epoch) if callable(train_data) else train_data
+        # EpochData: a fresh endless dataset for this fit, at this phase's epoch
+        epoch_data = train_data(initial_epoch - phase_start) if callable(train_data) else train_data
         history = model.fit(
             epoch_data, validation_data=valid_data, epochs=end_epoch, initial_epoch=initial_epoch,
             steps_per_epoch=getattr(train_data, "steps_per_epoch", None),
@@ -746,10 +747,11 @@ class EpochData:
     def steps_per_epoch(self):
         return efr_data.steps_per_epoch(len(self.paths), self.batch_size)
 
-    def __call__(self, start_epoch, end_epoch):
+    def __call__(self, start_epoch):
+        """The data of one fit, from its epoch ``start_epoch`` (0 unless the fit is resumed) on."""
         return efr_data.make_dataset(self.paths, self.labels, self.num_classes, self.image_size, self.batch_size,
                                      shuffle=True, seed=self.seed, augment=self.augment, cache=self.cache,
-                                     start_epoch=start_epoch, end_epoch=end_epoch)
+                                     start_epoch=start_epoch)
 
 
 # ----------------------------------------------------------------------------------
