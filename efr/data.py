@@ -393,22 +393,17 @@ def make_dataset(paths, labels, num_classes, image_size, batch_size, shuffle=Fal
     cached = resolve_cache(cache, count, image_size)
     if cached:
         data = data.map(load, num_parallel_calls=autotune).cache()
-
-    def ordered(source, shuffle_seed, reshuffle):
-        # Cached: the decoded images are shuffled, not re-read.  Streamed: only file names
-        # wait in the shuffle buffer, decoding comes after.
-        if shuffle:
-            source = source.shuffle(count, seed=shuffle_seed, reshuffle_each_iteration=reshuffle)
-        return source if cached else source.map(load, num_parallel_calls=autotune)
-
+    if shuffle:  # cached: the decoded images are shuffled, not re-read; streamed: only file names wait
+        data = data.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+    if not cached:
+        data = data.map(load, num_parallel_calls=autotune)
+    data = data.batch(batch_size)
     if start_epoch is not None:
         if not shuffle:
             raise ValueError("start_epoch is for shuffled training data")
-        data = ordered(data, seed, True).batch(batch_size).repeat()
+        data = data.repeat()  # every repetition reshuffles: epoch after epoch from one seeded sequence
         if start_epoch:
             data = data.skip(int(start_epoch) * steps_per_epoch(count, batch_size))
-    else:
-        data = ordered(data, seed, True).batch(batch_size)
 
     if augment == "online":
         augment = make_augmenter(seed)
