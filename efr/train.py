@@ -9,6 +9,12 @@
                 last.keras       weights after the last epoch
                 test_predictions.csv, metrics.json, classification_report.txt,
                 confusion_matrix.png / _normalized.png / .csv, report.html
+                state.json       running / finished / failed / interrupted (efr.runstate)
+                checkpoint.npz   while unfinished: everything needed to resume after the last epoch
+
+An unfinished run (interrupted, killed, failed) is resumed by ``efe_cnn.py --resume
+runs/<name>`` or by the same command with the same ``--name``; metrics.json and
+report.html are written only when a run finishes.
 
 With ``folds=K`` it runs subject-disjoint K-fold cross-validation instead and writes
 cv.csv, fold<k>/ folders and the same summary files over the pooled held-out folds.
