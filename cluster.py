@@ -32,19 +32,21 @@ def parse_args(argv=None):
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {', '.join(METHODS)}")
     parser.add_argument("--map", choices=("tsne", "pca"), default="tsne", help="2-D map method")
     parser.add_argument("--out", required=True, help="output folder (e.g. runs/<name>/cluster)")
+    parser.add_argument("--allow-unfinished", action="store_true",
+                        help="use a --model from a run that did not finish (interrupted, killed or failed)")
     add_common_arguments(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    setup_logging(args.quiet)
-    from efr.cluster import run_clustering
+    setup_logging(args.quiet, args.verbose)
+    from efr.cluster import run_clustering  # checks every option before reading a face
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     run_clustering(args.dataset, args.out, model_path=args.model, features=args.features, pca=args.pca or None,
                    split=args.split, centroid_split=args.centroid_split or None, methods=methods,
-                   map_method=args.map, seed=args.seed)
+                   map_method=args.map, seed=args.seed, allow_unfinished=args.allow_unfinished)
     return 0
 
 

@@ -67,7 +67,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    setup_logging(args.quiet)
+    setup_logging(args.quiet, args.verbose)
     options = CropOptions(
         layout=args.layout,
         subject_regex=args.subject_regex,

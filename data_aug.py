@@ -44,7 +44,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    setup_logging(args.quiet)
+    setup_logging(args.quiet, args.verbose)
     if args.clean:
         result = clean_augmented(args.dataset, splits=args.splits)
         log.info("removed %d augmented file(s) and %d manifest row(s)", result.removed, result.rows_removed)

@@ -27,7 +27,11 @@ def parse_args(argv=None):
     parser.add_argument("--dataset", default="Dataset", help="Dataset folder made by crop.py (default: Dataset)")
     parser.add_argument("--runs-dir", default="runs", help="parent folder of run folders (default: runs)")
     parser.add_argument("--name", help="run folder name (default: <model>-<UTC time>, new each run)")
-    parser.add_argument("--exist-ok", action="store_true", help="reuse an existing --name folder, overwriting its files")
+    parser.add_argument("--exist-ok", action="store_true",
+                        help="start an existing --name folder again from epoch 1, overwriting its files")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue an interrupted run (e.g. runs/NAME) from its last completed epoch, with the "
+                        "settings it was started with (re-running the same command with the same --name does too)")
     parser.add_argument("--model", default="seed", help=MODEL_CHOICES_HELP)
     parser.add_argument("--weights", help="transfer models: a local weights file, or 'none' for random init "
                         "(default: the model's pretrained weights)")
@@ -63,6 +67,8 @@ def parse_args(argv=None):
                         "image's (evaluation here and predict.py, which reads it from the model)")
     parser.add_argument("--no-offline-aug", dest="offline_aug", action="store_false",
                         help="ignore data_aug.py's augmented files (used by default in Train and Valid)")
+    parser.add_argument("--allow-incomplete-augmentation", action="store_true",
+                        help="train even though data_aug.py was interrupted (its files cover some photos only)")
     parser.add_argument("--cache", choices=("auto", "memory", "none"), default="auto",
                         help="keep decoded images in memory: auto (when they fit in 512 MB), memory, none")
     parser.add_argument("--folds", type=int, default=0,
@@ -88,18 +94,38 @@ def settings_from_args(args):
         weights=args.weights, image_size=args.img_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         patience=args.patience, fine_tune_lr=args.fine_tune_lr, fine_tune_epochs=args.fine_tune_epochs,
         augment=args.augment, offline_aug=args.offline_aug, cache=args.cache, folds=args.folds,
+        allow_incomplete_augmentation=args.allow_incomplete_augmentation,
         cv_valid_fraction=args.cv_valid_fraction, distribute=args.distribute, cpu_devices=args.cpu_devices,
         deterministic=args.deterministic, seed=args.seed, gallery_size=args.gallery_size,
         backbone=args.backbone, fusion_parts=args.fusion_parts, subject_norm=args.subject_norm, tta=args.tta,
     )
 
 
+# Options that may go with --resume: they change what is shown, not what is trained.
+RESUME_COMPATIBLE = ("resume", "quiet", "verbose")
+
+
+def resume_conflicts(args):
+    """The training options given besides --resume (which takes every setting from the run's args.json)."""
+    defaults = vars(parse_args([]))
+    return sorted(f"--{key.replace('_', '-')}" for key, value in vars(args).items()
+                  if key not in RESUME_COMPATIBLE and value != defaults.get(key))
+
+
 def main(argv=None):
     args = parse_args(argv)
-    setup_logging(args.quiet)
-    from efr.train import run_training  # deferred: imports TensorFlow
+    setup_logging(args.quiet, args.verbose)
+    from efr.errors import EFRError
 
-    result = run_training(settings_from_args(args))
+    if args.resume:
+        conflicts = resume_conflicts(args)
+        if conflicts:
+            raise EFRError(f"--resume takes every setting from {args.resume}/args.json; leave out "
+                           f"{', '.join(conflicts)} (or start a new run without --resume)")
+    from efr.train import resume_settings, run_training  # deferred: imports TensorFlow
+
+    settings = resume_settings(args.resume) if args.resume else settings_from_args(args)
+    result = run_training(settings)
     metrics = result.metrics
     if "accuracy_mean" in metrics:
         print(f"{metrics['folds']}-fold CV accuracy {metrics['accuracy_mean']:.3f} ± {metrics['accuracy_std']:.3f}, "

@@ -16,7 +16,8 @@ import os
 import sys
 from pathlib import Path
 
-from efr.cli import run, setup_logging
+from efr.cli import add_verbose_argument, run, setup_logging
+from efr.errors import EFRError
 from efr.predict import DEFAULT_BATCH_SIZE, FORMATS, format_summary, format_table, predict
 
 
@@ -57,7 +58,10 @@ def parse_args(argv=None):
                         help="show annotated frames in a window (needs the desktop opencv-python build)")
     parser.add_argument("--table-rows", type=int, default=50, help="rows of the table printed on the terminal")
     parser.add_argument("--workers", type=int, default=None, help="face-detection threads (default: all cores)")
+    parser.add_argument("--allow-unfinished", action="store_true",
+                        help="use a model from a run that did not finish (interrupted, killed or failed)")
     parser.add_argument("--quiet", action="store_true", help="only warnings and errors; no progress bars")
+    add_verbose_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -71,13 +75,15 @@ def common_root(inputs):
 
 def main(argv=None):
     args = parse_args(argv)
-    setup_logging(args.quiet)
+    setup_logging(args.quiet, args.verbose)
+    if args.table_rows < 0:
+        raise EFRError(f"--table-rows {args.table_rows}: expected 0 or more")
     result = predict(
         args.model, args.inputs, camera=args.camera, out_dir=args.out, fmt=args.format,
         batch_size=args.batch_size, every=args.every, max_frames=args.max_frames, faces_only=args.faces_only,
         subject_norm=args.subject_norm, subject_regex=args.subject_regex,
         cascade=args.cascade, margin=args.margin, max_faces=args.max_faces, show=args.show,
-        workers=args.workers, progress=not args.quiet,
+        workers=args.workers, progress=not args.quiet, allow_unfinished=args.allow_unfinished,
     )
     print(format_table(result, max_rows=args.table_rows, common_root=common_root(args.inputs)))
     print(format_summary(result))

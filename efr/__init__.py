@@ -10,4 +10,10 @@ import os
 # sets TF_ENABLE_ONEDNN_OPTS=1 explicitly keeps their choice.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
+# TensorFlow's C++ start-up lines (CUDA probing, CPU features) are hidden unless a script
+# is run with --verbose: see efr.tfquiet.  Also before anything imports TensorFlow.
+from efr import tfquiet  # noqa: E402
+
+tfquiet.install()
+
 __version__ = "0.1.0"

@@ -23,10 +23,12 @@ different seed or fewer copies than it has is refused with a message saying to r
 not change).  Test is never augmented.
 """
 
+import json
 import logging
 import multiprocessing
 import os
 import re
+import shlex
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
@@ -341,6 +343,8 @@ def augment_dataset(
     if copies < 1:
         raise EFRError(f"--copies must be at least 1 (got {copies})")
     splits = normalise_splits(splits)
+    if workers is not None and int(workers) < 1:
+        raise EFRError(f"--workers {workers}: expected 1 or more")
     workers = max(1, workers or os.cpu_count() or 1)
     png_writer = check_png_writer(png_writer)
 
@@ -405,7 +409,12 @@ def augment_dataset(
             outputs.append((output, spec))
         if outputs:
             jobs.append((photo, outputs))
+    settings = {"recipe": recipe, "copies": copies, "splits": splits, "seed": seed,
+                "workers": workers, "executor": executor, "png_writer": png_writer}
     if jobs:
+        # The plan first: what a complete run makes (the pending rows) and how to complete it.
+        write_json(dataset_dir / RUN_INFO_NAME, {"stage": "data_aug", "state": "running", "settings": settings,
+                                                 "planned": sum(len(outputs) for _, outputs in jobs)})
         write_manifest(dataset_dir, _sorted_rows(rows))
 
     log.info(
@@ -458,8 +467,8 @@ def augment_dataset(
     result.seconds = time.perf_counter() - started
     write_json(dataset_dir / RUN_INFO_NAME, {
         "stage": "data_aug",
-        "settings": {"recipe": recipe, "copies": copies, "splits": splits, "seed": seed,
-                     "workers": workers, "executor": executor, "png_writer": png_writer},
+        "state": "finished",
+        "settings": settings,
         "photos": result.photos, "written": result.written, "already_done": result.already_done,
         "unreadable": [rel for rel, _ in result.unreadable], "unlisted": result.unlisted,
         "no_subject": result.no_subject,
@@ -468,6 +477,42 @@ def augment_dataset(
         "versions": library_versions(), "machine": machine_info(),
     })
     return result
+
+
+def unfinished_augmentation(dataset_dir, rows=None):
+    """What an interrupted data_aug.py left undone, or None when its augmentation is complete.
+
+    Returns {"pending": [rel paths planned but not confirmed written], "by_folder":
+    {"Train/Sad": n}, "complete": the command that completes it, "clean": the one that
+    removes it}.  The plan is the manifest's ``pending`` rows, written before any image.
+    """
+    dataset_dir = Path(dataset_dir)
+    rows = read_manifest(dataset_dir) if rows is None else rows
+    pending = sorted(r["output"] for r in rows if r["kind"] == AUGMENTED and r["status"] == "pending")
+    if not pending:
+        return None
+    info = {}
+    try:
+        info = json.loads((dataset_dir / RUN_INFO_NAME).read_text(encoding="utf-8")).get("settings", {})
+    except (OSError, ValueError, AttributeError):
+        pass
+    recipe = info.get("recipe") or next((r["recipe"] for r in rows if r["output"] == pending[0]), "")
+    parts = [f"python data_aug.py --dataset {shlex.quote(str(dataset_dir))}"]
+    if recipe:
+        parts.append(f"--recipe {recipe}")
+    if recipe == augment.DEFAULT_RECIPE and info.get("copies"):
+        parts.append(f"--copies {info['copies']}")
+    if info.get("splits"):
+        parts.append("--splits " + " ".join(info["splits"]))
+    seed = info.get("seed", next((r["seed"] for r in rows if r["output"] == pending[0] and r["seed"]), None))
+    if seed not in (None, ""):
+        parts.append(f"--seed {seed}")
+    return {
+        "pending": pending,
+        "by_folder": dict(Counter(p.rsplit("/", 1)[0] for p in pending)),
+        "complete": " ".join(parts),
+        "clean": f"python data_aug.py --dataset {shlex.quote(str(dataset_dir))} --clean",
+    }
 
 
 @dataclass
@@ -522,6 +567,8 @@ def clean_augmented(dataset_dir, splits=None):
         )
     if result.rows_removed:
         write_manifest(dataset_dir, keep)
+    if not any(r["kind"] == AUGMENTED for r in keep):
+        (dataset_dir / RUN_INFO_NAME).unlink(missing_ok=True)  # its record describes files that are gone
     listed = {r["output"] for r in keep if r["kind"] == AUGMENTED}
     result.orphans = scan_dataset(dataset_dir, [s for s in SPLITS if s in chosen and (dataset_dir / s).is_dir()],
                                   listed).orphans

@@ -82,3 +82,67 @@ class EpochLogger(keras.callbacks.Callback):
         )
         log.info("%s%s epoch %d/%d  %s  (%.1f s)", self.prefix, self.phase, epoch + 1, self.total, numbers,
                  time.perf_counter() - self.started)
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """keras EarlyStopping whose counters can be saved and put back (a resumed run continues them).
+
+    EarlyStopping resets its state when training begins; a restored state is applied
+    right after that reset, so a resumed fit carries on as if it had never stopped.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._restore = None
+
+    def state(self):
+        best = None if self.best is None else float(self.best)
+        return {"wait": int(self.wait), "best": best, "best_epoch": int(self.best_epoch),
+                "stopped_epoch": int(self.stopped_epoch)}
+
+    def restore(self, state, best_weights):
+        self._restore = (state, best_weights)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self._restore is not None:
+            state, self.best_weights = self._restore
+            self.wait, self.best, self.best_epoch = state["wait"], state["best"], state["best_epoch"]
+            self.stopped_epoch = state["stopped_epoch"]
+            self._restore = None
+
+
+class TrainingCheckpoint(keras.callbacks.Callback):
+    """Save everything a fit needs to continue (efr.runstate's checkpoint.npz) after every epoch.
+
+    Listed last, so that the history row, best-model and early-stopping state of the
+    epoch are already updated when it saves.  ``phase``/``phase_start``: the training
+    phase index and the global epoch it began at.
+    """
+
+    def __init__(self, out_dir, phase, phase_start, best_saver, early_stopping):
+        super().__init__()
+        self.out_dir, self.phase, self.phase_start = out_dir, phase, phase_start
+        self.best_saver, self.early_stopping = best_saver, early_stopping
+
+    def on_epoch_end(self, epoch, logs=None):
+        from efr import runstate
+
+        best, stopping = self.best_saver, self.early_stopping
+        # Early stopping's best weights are the overall best's whenever both date from the same epoch.
+        same = stopping.best_weights is None or stopping.best_epoch == best.best_epoch
+        meta = {
+            "phase": self.phase, "phase_start": self.phase_start, "epochs_done": epoch + 1,
+            "stopped": bool(self.model.stop_training),
+            "best": {"best": float(best.best), "best_epoch": best.best_epoch},
+            "early_stopping": dict(stopping.state(), has_best_weights=stopping.best_weights is not None,
+                                   same_as_best=same),
+        }
+        arrays = {
+            "model": [v.numpy() for v in self.model.variables],
+            "optimizer": [v.numpy() for v in self.model.optimizer.variables],
+            "best": list(best.best_weights or []),
+        }
+        if not same:
+            arrays["early_stopping"] = list(stopping.best_weights)
+        runstate.save_checkpoint(self.out_dir, meta, arrays)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from efr import runstate
 from efr.errors import EFRError
 
 log = logging.getLogger(__name__)
@@ -111,8 +112,8 @@ def fit_reducer(features, pca=None, seed=0):
     if pca:
         components = min(int(pca), features.shape[0], features.shape[1])
         if components < int(pca):
-            log.info("PCA to %d dimensions (asked %d; limited by %d faces x %d features)",
-                     components, pca, *features.shape)
+            log.warning("warning: --pca %d: %d faces x %d features allow at most %d dimensions; using %d",
+                        pca, *features.shape, components, components)
         steps.append(PCA(n_components=components, random_state=seed))
     pipeline = make_pipeline(*steps).fit(features)
     return lambda x: pipeline.transform(x).astype(np.float32)
@@ -237,8 +238,42 @@ def _subjects_of(dataset, split, paths):
     return [known.get(str(p), "") for p in paths]
 
 
+MAP_METHODS = ("tsne", "pca")
+
+
+def check_options(out_dir, features="model", pca=50, split="Test", centroid_split="Train", methods=METHODS,
+                  map_method="tsne"):
+    """Raise EFRError for option values that cannot work, before any face is read or model loaded."""
+    from efr.manifest import SPLITS
+
+    problems = []
+    if features not in FEATURES:
+        problems.append(f"--features {features!r}: choose one of {', '.join(FEATURES)}")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        problems.append(f"--methods {','.join(methods)}: {'unknown ' + ', '.join(unknown) if unknown else 'none given'}"
+                        f"; choose from {', '.join(METHODS)} (comma-separated)")
+    if pca is not None and int(pca) < 0:
+        problems.append(f"--pca {pca}: use 0 (no PCA) or a positive number of dimensions")
+    for option, value in (("--split", split), ("--centroid-split", centroid_split)):
+        if value is not None and value not in SPLITS:
+            problems.append(f"{option} {value!r}: choose one of {', '.join(SPLITS)}"
+                            + (" ('' for none)" if option == "--centroid-split" else ""))
+    if map_method not in MAP_METHODS:
+        problems.append(f"--map {map_method!r}: choose one of {', '.join(MAP_METHODS)}")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        problems.append(f"--out {out} is a file: give a folder (it is created if missing)")
+    if problems:
+        raise EFRError("; ".join(problems))
+    if centroid_split and centroid_split == split:
+        log.warning("warning: --centroid-split %s is the clustered --split: the nearest-centroid classifier is "
+                    "scored on the faces its centroids come from, an optimistic score (use --centroid-split Train, "
+                    "or '' for none)", split)
+
+
 def run_clustering(dataset, out_dir, model_path=None, features="model", pca=50, split="Test", centroid_split="Train",
-                   methods=("kmeans", "agglomerative", "gmm"), map_method="tsne", seed=0):
+                   methods=("kmeans", "agglomerative", "gmm"), map_method="tsne", seed=0, allow_unfinished=False):
     """Cluster one split's faces and write cluster.json and cluster_map.png into ``out_dir``.
 
     Returns the results dict (also written to cluster.json with settings and versions).
@@ -246,12 +281,13 @@ def run_clustering(dataset, out_dir, model_path=None, features="model", pca=50, 
     from efr import data as efr_data
     from efr.runinfo import library_versions, machine_info, write_json
 
-    if features not in FEATURES:
-        raise EFRError(f"unknown --features {features!r}: choose one of {', '.join(FEATURES)}")
+    check_options(out_dir, features, pca, split, centroid_split, methods, map_method)
     model, meta, class_names, image_size = None, {}, None, None
     if model_path is not None:
-        from efr.modelio import load_model
+        from efr.modelio import load_model, read_meta
 
+        read_meta(model_path)  # a missing or foreign file is refused first
+        runstate.check_model_finished(model_path, allow_unfinished, log)
         model, meta = load_model(model_path)
         class_names = list(meta["class_names"])
         image_size = int(meta["image_size"][0])
@@ -264,6 +300,9 @@ def run_clustering(dataset, out_dir, model_path=None, features="model", pca=50, 
     labels = np.asarray(labels)
     present = sorted(set(labels.tolist()))
     k = len(present)
+    if k < 2:
+        raise EFRError(f"{Path(dataset) / split} holds faces of {k} emotion ({', '.join(class_names[i] for i in present)})"
+                       ": clustering by emotion needs at least 2; choose another --split or add photos")
     log.info("%s: %d faces of %d emotions; %s features", split, len(paths), k, features)
     test_raw = extract_features(features, paths, model, image_size, meta, _subjects_of(dataset, split, paths))
 

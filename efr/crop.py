@@ -28,7 +28,6 @@ import logging
 import multiprocessing
 import os
 import re
-import shutil
 import signal
 import time
 from collections import Counter, defaultdict
@@ -42,11 +41,11 @@ from efr import faces, landmarks
 from efr.align import ALIGN_MODES, align_crop
 from efr.emotions import EMOTIONS, UnknownEmotionError, canonical_emotion
 from efr.errors import EFRError
-from efr.imageio import PARTIAL_SUFFIX, UnreadableImageError, is_image_file, read_image, write_image
+from efr.imageio import PARTIAL_SUFFIX, UnreadableImageError, diagnose_file, is_image_file, read_image, write_image
 from efr.manifest import FIELDS, MANIFEST_NAME, SPLITS, check_subject_disjoint, read_manifest, write_manifest
 from efr.rafd import ANGLES, FRONTAL_ANGLE, GAZES, RAFD_NAME, RafdNameError, parse_rafd_name
 from efr.runinfo import library_versions, machine_info, write_json
-from efr.split import DEFAULT_FRACTIONS, assign_folds, split_subjects
+from efr.split import DEFAULT_FRACTIONS, assign_folds, split_subjects_by_class
 
 log = logging.getLogger("efr.crop")
 
@@ -129,6 +128,10 @@ def check_options(options):
         raise EFRError(f"--margin {options.margin}: expected a fraction of the face side between 0 and 2 (e.g. 0.1)")
     if options.folds < 0 or options.folds == 1:
         raise EFRError(f"--folds {options.folds}: use 0 (no folds) or 2 or more")
+    if options.min_neighbors < 0:
+        raise EFRError(f"--min-neighbors {options.min_neighbors}: expected 0 or more")
+    if not 0.0 <= options.min_face <= 1.0:
+        raise EFRError(f"--min-face {options.min_face}: expected a fraction of the photo's shorter side, 0 to 1")
     if options.subject_regex is not None:
         compile_subject_regex(options.subject_regex)
     faces.cascade_path(options.cascade)
@@ -280,9 +283,16 @@ def output_names(rows):
 
 
 def assign_splits(rows, options, by_image):
-    """Give every pending row its split (and fold) from its subject, or from itself when by_image."""
+    """Give every pending row its split (and fold) from its subject, or from itself when by_image.
+
+    Subject-disjoint and class-aware (efr.split.split_subjects_by_class): returns
+    ({key: split}, {split: [classes it could not get]}).
+    """
     keys = [r["source"] if by_image else r["subject"] for r in rows]
-    splits = split_subjects(keys, options.fractions, options.seed)
+    subject_classes = {}
+    for row, key in zip(rows, keys):
+        subject_classes.setdefault(key, set()).add(row["emotion"])
+    splits, missing = split_subjects_by_class(subject_classes, options.fractions, options.seed)
     folds = {}
     if options.folds:
         # Folds deal out every subject, independent of the split: cross-validation
@@ -291,7 +301,31 @@ def assign_splits(rows, options, by_image):
     for row, key in zip(rows, keys):
         row["split"] = splits[key]
         row["fold"] = folds.get(key, "")
-    return splits
+    return splits, missing
+
+
+def coverage_message(missing, rows):
+    """Say which classes could not reach which split, and why (too few subjects have them)."""
+    parts = []
+    for split, classes in missing.items():
+        for emotion in classes:
+            holders = len({r["subject"] or r["source"] for r in rows if r["emotion"] == emotion})
+            parts.append(f"{split} has no {emotion} ({holders} subject(s) have {emotion} photos; "
+                         f"{'Train' if split != 'Train' else 'another split'} got them first)")
+    return ("class-aware split: " + "; ".join(parts) + ". efe_cnn.py trains on this and reports what a missing "
+            "class means (none in Valid: weaker early stopping; none in Test: that class is not scored)")
+
+
+def drop_unreadable_sources(rows, src):
+    """Mark pending rows whose photo is no image at all (a quick look at its bytes) as unreadable.
+
+    Done before the split, so that a subject with no usable photo takes no split slot.
+    """
+    for row in rows:
+        problem = diagnose_file(Path(src) / row["source"])
+        if problem:
+            row.update(status="unreadable",
+                       reason=f"{Path(src) / row['source']}: {problem}; replace it with a photo, re-copy it, or remove it")
 
 
 # ---------------------------------------------------------------------------------------
@@ -338,7 +372,8 @@ def settings_differences(old, new):
 
 
 def _our_entries(dst):
-    return [Path(dst) / name for name in (*SPLITS, MANIFEST_NAME, SETTINGS_NAME, SUMMARY_NAME,
+    """The record files crop.py (and data_aug.py, augment.json) keep at the top of a Dataset folder."""
+    return [Path(dst) / name for name in (MANIFEST_NAME, SETTINGS_NAME, SUMMARY_NAME, "augment.json",
                                           landmarks.LANDMARKS_NAME)]
 
 
@@ -361,13 +396,48 @@ def prepare_destination(dst, settings, overwrite):
             )
         return "resume"
     if non_empty and overwrite:
-        for entry in _our_entries(dst):
-            if entry.is_dir():
-                log.info("--overwrite: removing %s", entry)
-                shutil.rmtree(entry)
-            elif entry.exists():
-                entry.unlink()
+        remove_previous_output(dst)
     return "new"
+
+
+def remove_previous_output(dst):
+    """--overwrite: remove what an earlier crop.py (and data_aug.py) run made, and nothing else.
+
+    Only files its manifest lists (crops and augmented copies), its own record files and
+    temporary files are removed; emotion and split folders go once empty.  Any other file
+    under Train/Valid/Test (a photo of the user's own, a file the manifest does not know)
+    stops the run before anything is deleted, naming the files.
+    """
+    dst = Path(dst)
+    listed = {r["output"] for r in read_manifest(dst) if r["output"]}
+    ours, foreign = [], []
+    for split in SPLITS:
+        split_dir = dst / split
+        if not split_dir.is_dir():
+            continue
+        for path in sorted(p for p in split_dir.rglob("*") if p.is_file() or p.is_symlink()):
+            rel = path.relative_to(dst).as_posix()
+            (ours if rel in listed or PARTIAL_SUFFIX in path.name else foreign).append(path)
+    if foreign:
+        shown = ", ".join(str(p) for p in foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise EFRError(
+            f"--overwrite stops: {len(foreign)} file(s) under {dst} are not listed in its {MANIFEST_NAME}, so crop.py "
+            f"did not make them and will not delete them: {shown}. Move them out of {dst} (or choose a new --dst)"
+        )
+    log.info("--overwrite: removing %d file(s) listed in %s", len(ours), dst / MANIFEST_NAME)
+    for path in ours:
+        path.unlink()
+    for split in SPLITS:  # folders left empty, deepest first
+        split_dir = dst / split
+        if split_dir.is_dir():
+            for folder in sorted((p for p in split_dir.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                if not any(folder.iterdir()):
+                    folder.rmdir()
+            if not any(split_dir.iterdir()):
+                split_dir.rmdir()
+    for entry in _our_entries(dst):
+        if entry.is_file():
+            entry.unlink()
 
 
 def remove_partial_files(dst):
@@ -620,6 +690,8 @@ def crop_dataset(src, dst, options=CropOptions(), workers=None, overwrite=False,
     (``summary.raise_if_unusable()``).
     """
     check_options(options)
+    if workers is not None and int(workers) < 1:
+        raise EFRError(f"--workers {workers}: expected 1 or more")
     src, dst = check_folders(src, dst)
     images, ignored = scan_source(src)
     if ignored:
@@ -648,6 +720,7 @@ def crop_dataset(src, dst, options=CropOptions(), workers=None, overwrite=False,
     mapped = {r["folder"]: r["emotion"] for r in rows if r.get("folder") and r["folder"] != r["emotion"]}
     for folder, emotion in sorted(mapped.items()):
         log.info("folder %r read as emotion %s", folder, emotion)
+    drop_unreadable_sources([r for r in rows if not r["status"]], src)
     pending = [r for r in rows if not r["status"]]
     unknown = [r for r in rows if r["status"] == "unknown_label"]
     if unknown:
@@ -670,7 +743,10 @@ def crop_dataset(src, dst, options=CropOptions(), workers=None, overwrite=False,
         )
         log.warning("WARNING: %s", message)
         warnings.append(message)
-    splits = assign_splits(pending, options, by_image)
+    splits, missing = assign_splits(pending, options, by_image)
+    if missing:
+        warnings.append(coverage_message(missing, pending))
+        log.warning("warning: %s", warnings[-1])
     log.info("split: %s", ", ".join(f"{s} {sum(v == s for v in splits.values())}" for s in SPLITS)
              + (" images" if by_image else " subjects"))
     output_names(pending)

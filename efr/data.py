@@ -31,7 +31,7 @@ from pathlib import Path
 
 from efr.emotions import UnknownEmotionError, canonical_emotion, sorted_emotions
 from efr.errors import EFRError
-from efr.imageio import is_image_file
+from efr.imageio import diagnose_file, image_format, is_image_file
 from efr.augment_dataset import AUGMENTED_MARKER
 from efr.manifest import AUGMENTED, ORIGINAL, SPLITS, check_subject_disjoint, read_manifest
 from efr.rafd import rafd_subject
@@ -71,36 +71,54 @@ def check_dataset_dir(dataset_dir):
     return dataset_dir
 
 
-def _emotion_folders(split_dir):
-    """[(canonical emotion, folder)] of a split folder; an error for unknown names."""
+def _emotion_folders(split_dir, problems):
+    """[(canonical emotion, folder)] of a split folder; unknown or doubled names go to ``problems``."""
     found = {}
     for folder in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
             emotion = canonical_emotion(folder.name)
         except UnknownEmotionError as err:
-            raise EFRError(
+            problems.append(
                 f"{folder}: folder name {folder.name!r} is not an emotion ({err}); "
                 "rename it to one of the eight classes or move it out of the Dataset folder"
-            ) from err
+            )
+            continue
         if emotion in found:
-            raise EFRError(f"{split_dir}: folders {found[emotion].name!r} and {folder.name!r} both mean {emotion}")
+            problems.append(f"{split_dir}: folders {found[emotion].name!r} and {folder.name!r} both mean {emotion}")
+            continue
         if emotion != folder.name:
             log.info("%s: folder %r read as %s", split_dir, folder.name, emotion)
         found[emotion] = folder
     return [(emotion, found[emotion]) for emotion in sorted_emotions(found)]
 
 
-def scan_dataset(dataset_dir, splits=SPLITS, require_all=True):
+def raise_problems(problems, dataset_dir):
+    """One EFRError listing every problem found (one line, numbered), or nothing when there are none."""
+    if len(problems) == 1:
+        raise EFRError(problems[0])
+    if problems:
+        listed = " ".join(f"({i}) {p}" for i, p in enumerate(problems, 1))
+        raise EFRError(f"{len(problems)} problems with the dataset {dataset_dir}: {listed}")
+
+
+def scan_dataset(dataset_dir, splits=SPLITS, require_all=True, problems=None):
     """Every image file of the given splits as Samples, joined with the manifest.
 
     The folders are the truth about which files exist and their labels; the manifest
-    adds subject, kind and parent.  Raises EFRError for a missing Dataset or split
-    folder (when ``require_all``), an unknown emotion folder or an empty class folder.
+    adds subject, kind and parent.  A missing Dataset or split folder (when
+    ``require_all``), an unknown emotion folder or an empty class folder is a problem:
+    all of them are found in one pass and raised together as one EFRError, or, when a
+    ``problems`` list is given, appended to it for the caller to raise with its own.
     """
     dataset_dir = check_dataset_dir(dataset_dir)
+    collect = problems is not None
+    problems = [] if problems is None else problems
     rows = read_manifest(dataset_dir)
     if rows:
-        check_subject_disjoint([r for r in rows if r["status"] in ("ok", "")])
+        try:
+            check_subject_disjoint([r for r in rows if r["status"] in ("ok", "")])
+        except EFRError as err:
+            problems.append(str(err))
     by_output = {r["output"]: r for r in rows if r["output"]}
     samples = []
     for split in splits:
@@ -108,21 +126,19 @@ def scan_dataset(dataset_dir, splits=SPLITS, require_all=True):
         if not split_dir.is_dir():
             if require_all:
                 present = [s for s in SPLITS if (dataset_dir / s).is_dir()]
-                raise EFRError(
+                problems.append(
                     f"split folder {split_dir} not found (found: {', '.join(present) or 'none'}): "
                     f"a Dataset needs {', '.join(SPLITS)}; re-run crop.py, or use --folds K to "
                     "cross-validate over the photos there are"
                 )
             continue
-        folders = _emotion_folders(split_dir)
+        folders = _emotion_folders(split_dir, problems)
         if not folders:
-            raise EFRError(f"{split_dir} has no emotion folders: expected {split_dir}/<Emotion>/<image>.png")
+            problems.append(f"{split_dir} has no emotion folders: expected {split_dir}/<Emotion>/<image>.png")
         for emotion, folder in folders:
             files = sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
             if not files:
-                raise EFRError(
-                    f"class folder {folder} has no images: add images or remove the empty folder"
-                )
+                problems.append(f"class folder {folder} has no images: add images or remove the empty folder")
             for path in files:
                 rel = path.relative_to(dataset_dir).as_posix()
                 row = by_output.get(rel, {})
@@ -146,6 +162,8 @@ def scan_dataset(dataset_dir, splits=SPLITS, require_all=True):
         if missing:
             log.warning("%d files listed in %s/manifest.csv are missing (e.g. %s); training uses the files there are",
                         len(missing), dataset_dir, missing[0])
+    if not collect:
+        raise_problems(problems, dataset_dir)
     return samples
 
 
@@ -221,23 +239,14 @@ def quick_check_image(path):
     suffix = path.suffix.lower()
     if suffix not in TF_DECODABLE:
         return f"{suffix} files are not supported by the training pipeline (use png or jpg)"
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as handle:
-            head = handle.read(8)
-            handle.seek(max(0, size - 32))
-            tail = handle.read()
-    except OSError as err:
-        return f"cannot read file ({err.strerror})"
-    if size == 0:
-        return "file is empty"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "" if b"IEND" in tail else "PNG is truncated (no end marker)"
-    if head.startswith(b"\xff\xd8"):
-        return "" if tail.rstrip(b"\x00").endswith(b"\xff\xd9") else "JPEG is truncated (no end marker)"
-    if head.startswith(b"BM") or head.startswith(b"GIF8"):
-        return ""
-    return "not a PNG, JPEG, BMP or GIF image"
+    problem = diagnose_file(path)
+    if problem:
+        return problem
+    with open(path, "rb") as handle:
+        kind = image_format(handle.read(16))
+    if kind not in ("png", "jpeg", "bmp", "gif"):
+        return f"a {kind.upper()} image under a {suffix} name: TensorFlow reads PNG, JPEG, BMP or GIF; convert it"
+    return ""
 
 
 def drop_unreadable(samples):
@@ -322,6 +331,10 @@ def make_image_dataset(paths, image_size, batch_size, flip=False):
     return data.prefetch(tf.data.AUTOTUNE)
 
 
+def steps_per_epoch(count, batch_size):
+    return -(-int(count) // int(batch_size))
+
+
 def make_augmenter(seed=0, rotation=0.05, shift=0.08, zoom=0.1, contrast=0.2, brightness=0.15):
     """On-the-fly training augmentation with Keras preprocessing layers.
 
@@ -344,7 +357,7 @@ def make_augmenter(seed=0, rotation=0.05, shift=0.08, zoom=0.1, contrast=0.2, br
 
 
 def make_dataset(paths, labels, num_classes, image_size, batch_size, shuffle=False, seed=0, augment=None,
-                 cache=True):
+                 cache=True, start_epoch=None):
     """A batched tf.data.Dataset of (float32 RGB [0, 255] images, one-hot labels).
 
     ``paths``/``labels``: files and class indices (see ``list_split``).  ``shuffle``
@@ -352,6 +365,14 @@ def make_dataset(paths, labels, num_classes, image_size, batch_size, shuffle=Fal
     augmenter) or a callable taking a float batch and ``training=True``; applied after
     caching, so each epoch sees new variants.  ``cache``: see ``resolve_cache``;
     decoded uint8 images are cached (4x smaller than float32), never floats.
+
+    ``start_epoch`` (training, with ``shuffle``): an endless dataset, epoch after epoch
+    in the orders one seeded shuffle draws, starting with epoch ``start_epoch`` of that
+    sequence (the ones before are drawn and skipped); fit it with
+    ``steps_per_epoch=steps_per_epoch(len(paths), batch_size)``.  Epoch k is then the same
+    batches whether the fit started at epoch 0 or was resumed at k.  (Reshuffling per
+    iterator, the other way, cannot be replayed: Keras makes a version-dependent number
+    of iterators per epoch.)
     """
     import numpy as np
     import tensorflow as tf
@@ -369,15 +390,20 @@ def make_dataset(paths, labels, num_classes, image_size, batch_size, shuffle=Fal
     def load(path, label):
         return decode_image(path, image_size), label
 
-    if resolve_cache(cache, count, image_size):
+    cached = resolve_cache(cache, count, image_size)
+    if cached:
         data = data.map(load, num_parallel_calls=autotune).cache()
-        if shuffle:  # after the cache: the decoded images are shuffled, not re-read
-            data = data.shuffle(count, seed=seed, reshuffle_each_iteration=True)
-    else:
-        if shuffle:  # before decoding: only file names wait in the shuffle buffer
-            data = data.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+    if shuffle:  # cached: the decoded images are shuffled, not re-read; streamed: only file names wait
+        data = data.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+    if not cached:
         data = data.map(load, num_parallel_calls=autotune)
     data = data.batch(batch_size)
+    if start_epoch is not None:
+        if not shuffle:
+            raise ValueError("start_epoch is for shuffled training data")
+        data = data.repeat()  # every repetition reshuffles: epoch after epoch from one seeded sequence
+        if start_epoch:
+            data = data.skip(int(start_epoch) * steps_per_epoch(count, batch_size))
 
     if augment == "online":
         augment = make_augmenter(seed)

@@ -38,7 +38,9 @@ def compute_metrics(y_true, probs, class_names):
     )
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        # Over the classes the true labels have: a class with no test image cannot be scored.
+        "macro_f1": float(f1_score(y_true, y_pred, labels=sorted(set(y_true.tolist())) or labels, average="macro",
+                                   zero_division=0)),
         "per_class_recall": {name: float(r) for name, r in zip(class_names, recall)},
         "per_class_precision": {name: float(p) for name, p in zip(class_names, precision)},
         "per_class_f1": {name: float(v) for name, v in zip(class_names, f1)},

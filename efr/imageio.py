@@ -62,14 +62,80 @@ def list_images(folder, recursive=True):
     return sorted(p for p in folder.glob(pattern) if p.is_file() and is_image_file(p))
 
 
-def _looks_truncated(data, suffix):
-    # OpenCV decodes a truncated JPEG or PNG into a partly grey image with only a
-    # warning on stderr; checking the end markers turns that into a clear error.
-    if suffix in (".jpg", ".jpeg"):
-        return not data.rstrip(b"\x00").endswith(b"\xff\xd9")
-    if suffix == ".png":
-        return b"IEND" not in data[-32:]
-    return False
+# Image formats by their first bytes (the name's extension may lie).
+_IMAGE_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "png"), (b"\xff\xd8\xff", "jpeg"), (b"BM", "bmp"), (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"), (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"),
+)
+# Common files that are not images, for a diagnosis that says what the file is.
+_OTHER_SIGNATURES = (
+    (b"%PDF", "a PDF document"), (b"PK\x03\x04", "a ZIP archive"), (b"\x1f\x8b", "a gzip archive"),
+    (b"\x7fELF", "a program (ELF)"), (b"Rar!", "a RAR archive"), (b"7z\xbc\xaf", "a 7-Zip archive"),
+    (b"\x1aE\xdf\xa3", "a video (Matroska/WebM)"), (b"OggS", "an Ogg audio/video file"),
+    (b"ID3", "an MP3 audio file"), (b"\x00\x00\x01\x00", "an icon (.ico)"),
+)
+
+
+def image_format(head):
+    """The image format the leading bytes show ("png", "jpeg", "bmp", "gif", "tiff", "webp"), or None."""
+    for signature, name in _IMAGE_SIGNATURES:
+        if head.startswith(signature):
+            return name
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def describe_non_image(head):
+    """What a file that is no image is, from its leading bytes: 'a text file', 'a PDF document', ..."""
+    if not head:
+        return "an empty file"
+    for signature, name in _OTHER_SIGNATURES:
+        if head.startswith(signature):
+            return name
+    if head[4:8] == b"ftyp":
+        return "a video or HEIC photo (ISO media), which OpenCV does not read as an image"
+    sample = head.lstrip(b"\xef\xbb\xbf")
+    try:
+        text = sample.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and all(ch.isprintable() or ch in "\r\n\t" for ch in text):
+        lowered = text.lstrip().lower()
+        if lowered.startswith(("<!doctype html", "<html")):
+            return "an HTML page, e.g. a web page saved under an image name"
+        if lowered.startswith(("<?xml", "<svg")):
+            return "an XML/SVG text file"
+        return "a text file"
+    return "not a known image format"
+
+
+def diagnose_file(path, head=None, tail=None):
+    """Why ``path`` is not a usable image, from its first and last bytes, or "" when it looks like one.
+
+    The one diagnosis every stage uses: a text file named .png is "not an image (a text
+    file)", not "truncated".  ``head``/``tail``: bytes already read (else read here).
+    """
+    path = Path(path)
+    if head is None or tail is None:
+        try:
+            size = path.stat().st_size
+            with open(path, "rb") as handle:
+                head = handle.read(64)
+                handle.seek(max(0, size - 32))
+                tail = handle.read()
+        except OSError as err:
+            return f"cannot read file ({err.strerror})"
+    if not head:
+        return "file is empty"
+    kind = image_format(head)
+    if kind is None:
+        return f"not an image ({describe_non_image(head)})"
+    if kind == "png" and b"IEND" not in tail[-32:]:
+        return "PNG is truncated (file ends early; no end marker)"
+    if kind == "jpeg" and not tail.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        return "JPEG is truncated (file ends early; no end marker)"
+    return ""
 
 
 def to_bgr8(image):
@@ -104,10 +170,9 @@ def read_image(path):
         data = path.read_bytes()
     except OSError as err:
         raise UnreadableImageError(f"{path}: cannot read file ({err.strerror})") from err
-    if not data:
-        raise UnreadableImageError(f"{path}: file is empty")
-    if _looks_truncated(data, path.suffix.lower()):
-        raise UnreadableImageError(f"{path}: image is truncated (file ends early); re-copy or re-export it")
+    problem = diagnose_file(path, data[:64], data[-32:])
+    if problem:
+        raise UnreadableImageError(f"{path}: {problem}; replace it with a photo, re-copy it, or remove it")
     # JPEGs have no alpha and (in practice) 8 bits, and phone photos store their
     # rotation as an EXIF tag that only IMREAD_COLOR applies; other formats keep
     # alpha and 16 bits for to_bgr8 to convert properly.

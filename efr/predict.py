@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from efr import faces
+from efr import faces, runstate
 from efr.errors import EFRError
 from efr.imageio import UnreadableImageError, atomic_path, is_image_file, read_image, write_image, write_text_atomic
 
@@ -292,14 +292,18 @@ class Predictor:
         return rows
 
 
-def load_predictor(model_path, **options):
-    """Load ``model_path`` (a .keras saved by EFR, in Keras safe mode) into a Predictor."""
+def load_predictor(model_path, allow_unfinished=False, **options):
+    """Load ``model_path`` (a .keras saved by EFR, in Keras safe mode) into a Predictor.
+
+    A model from a run that did not finish (efr.runstate) is refused unless ``allow_unfinished``.
+    """
     from efr.modelio import load_model, read_meta
 
     model_path = Path(model_path)
     if model_path.is_dir():
         raise EFRError(f"--model {model_path} is a folder: give the .keras file, e.g. {model_path / 'best.keras'}")
     check_meta(read_meta(model_path), model_path)  # a bad file is refused before TensorFlow loads (seconds)
+    runstate.check_model_finished(model_path, allow_unfinished, log)
     model, meta = load_model(model_path)
     return Predictor(model, meta, model_path=model_path, **options)
 
@@ -328,6 +332,38 @@ def _inside(path, folder):
         return False
 
 
+def is_predictions_file(path):
+    """True for a predictions file written by predict.py (CSV or JSON, whatever it is called now)."""
+    path = Path(path)
+    if path.suffix.lower() not in (".csv", ".json"):
+        return False
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(512).decode("utf-8", "replace")
+    except OSError:
+        return False
+    if path.suffix.lower() == ".csv":
+        return head.startswith(",".join(CSV_FIXED) + ",prob_")
+    return head.lstrip().startswith("{") and ('"efr": "predictions"' in head
+                                             or ('"model"' in head and '"class_names"' in head and '"rows"' in head))
+
+
+def earlier_outputs(root):
+    """Folders under ``root`` that an earlier predict.py --out wrote: they hold a predictions file.
+
+    Their annotated copies must not be taken for new photos.  When ``root`` itself is
+    one (--out was the input folder), only its annotated/ folder is left out.
+    """
+    root = Path(root)
+    folders = []
+    for folder in [root, *sorted(p for p in root.rglob("*") if p.is_dir())]:
+        if any(f.is_file() and is_predictions_file(f) for f in folder.iterdir()):
+            folders.append(folder / ANNOTATED_DIR if folder == root else folder)
+            log.info("leaving out %s: it holds predictions of an earlier predict.py run",
+                     folders[-1] if folder != root else f"{folder / ANNOTATED_DIR}")
+    return folders
+
+
 def collect_inputs(inputs, out_dir=None):
     """Expand files and folders (recursively) into InputItems; a path that doesn't exist is an error.
 
@@ -342,7 +378,12 @@ def collect_inputs(inputs, out_dir=None):
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and (is_image_file(p) or is_video_file(p)))
             if out_dir is not None:
-                found = [p for p in found if not _inside(p, out_dir)]
+                # This run's outputs: the whole --out folder, or only its annotated/ when --out is the
+                # input folder (or holds it), whose photos are the inputs.
+                own = Path(out_dir) / ANNOTATED_DIR if _inside(path, out_dir) else Path(out_dir)
+                found = [p for p in found if not _inside(p, own)]
+            skipped = earlier_outputs(path)
+            found = [p for p in found if not any(_inside(p, folder) for folder in skipped)]
             if not found:
                 log.warning("%s: no photos or videos found in this folder", path)
             for file in found:
@@ -703,6 +744,7 @@ def rows_to_csv(rows, class_names):
 
 def rows_to_json(result, model_path=None):
     data = {
+        "efr": "predictions",  # how a later run recognises this file (and its folder) as an output
         "model": None if model_path is None else str(model_path),
         "class_names": list(result.class_names),
         "rows": [r.as_json() for r in result.rows],
@@ -804,7 +846,7 @@ def photo_subjects(items, subject_regex=None):
 
 def predict(model_path, inputs=(), camera=None, out_dir=None, fmt="csv", batch_size=DEFAULT_BATCH_SIZE,
             every=1, max_frames=None, faces_only=False, cascade=None, margin=None, max_faces=None, show=False,
-            workers=None, progress=True, subject_norm=False, subject_regex=None):
+            workers=None, progress=True, subject_norm=False, subject_regex=None, allow_unfinished=False):
     """Predict every face in ``inputs`` (photos, folders, videos) or a camera; return a PredictionResult.
 
     Raises EFRError for an unusable model, a missing input path, or when nothing at all
@@ -822,6 +864,12 @@ def predict(model_path, inputs=(), camera=None, out_dir=None, fmt="csv", batch_s
         raise EFRError(f"--every {every}: expected 1 or more (analyse every Nth frame)")
     if int(batch_size) < 1:
         raise EFRError(f"--batch-size {batch_size}: expected 1 or more")
+    for option, value, least in (("--max-frames", max_frames, 1), ("--max-faces", max_faces, 1),
+                                 ("--workers", workers, 1), ("--camera", camera, 0)):
+        if value is not None and int(value) < least:
+            raise EFRError(f"{option} {value}: expected {least} or more")
+    if margin is not None and not 0.0 <= float(margin) <= 2.0:
+        raise EFRError(f"--margin {margin}: expected a fraction of the face side between 0 and 2 (e.g. 0.1)")
     if show:
         check_gui()
     items = collect_inputs(inputs, out_dir) if inputs else []
@@ -833,7 +881,8 @@ def predict(model_path, inputs=(), camera=None, out_dir=None, fmt="csv", batch_s
             raise EFRError("--subject-norm works on photos (grouped by person); videos and cameras are not "
                            "supported with it yet: leave them out or use a model trained without --subject-norm")
         subjects = photo_subjects(items, subject_regex)
-    predictor = load_predictor(model_path, cascade=cascade, margin=margin, faces_only=faces_only,
+    predictor = load_predictor(model_path, allow_unfinished=allow_unfinished, cascade=cascade, margin=margin,
+                               faces_only=faces_only,
                                batch_size=batch_size, max_faces=max_faces)
     if predictor.subject_norm and not subject_norm:
         raise EFRError(

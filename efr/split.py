@@ -96,3 +96,74 @@ def assign_folds(subjects, k, seed=0):
     if k > len(order):
         raise EFRError(f"--folds {k}: only {len(order)} subjects to share out; use --folds {len(order)} or fewer")
     return {subject: i % k for i, subject in enumerate(order)}
+
+
+# Which split gets a scarce class first: Train (a class it lacks cannot be learnt), then Test
+# (a class it lacks cannot be scored), then Valid (a class it lacks only weakens early stopping).
+COVERAGE_PRIORITY = ("Train", "Test", "Valid")
+
+
+def split_subjects_by_class(subject_classes, fractions=DEFAULT_FRACTIONS, seed=0):
+    """Subject-disjoint and class-aware: ({subject: split}, {split: [classes it cannot get]}).
+
+    ``subject_classes``: {subject: set of the classes of their usable photos}.  The split
+    sizes are ``split_counts`` subject counts, as for ``split_subjects``.  Within them
+    subjects are chosen so that every class reaches every split whenever the data
+    allows: split by split (``COVERAGE_PRIORITY``), each class the split still lacks
+    gets the subject (in seeded order) that brings the most missing classes, while the
+    split has room.  The rest are dealt out in the seeded order.  When the plain seeded
+    split (``split_subjects``) covers as many classes, it is kept.  Repeatable: the same
+    subjects, classes and seed give the same split.
+    """
+    classes = {str(s): set(c) for s, c in subject_classes.items()}
+    plain = split_subjects(list(classes), fractions, seed)
+    greedy = _covering_split(classes, fractions, seed)
+    # The plain seeded split when it covers as well: a split does not move for nothing
+    # (e.g. when a photo is added or removed and coverage stays the same).
+    best = min((greedy, plain), key=lambda a: _coverage_key(a, classes, fractions))
+    return best, _missing(best, classes, fractions)
+
+
+def _missing(assignment, classes, fractions):
+    every = set().union(*classes.values()) if classes else set()
+    covered = {split: set() for split in SPLITS}
+    for subject, split in assignment.items():
+        covered[split] |= classes[subject]
+    return {split: sorted(every - covered[split]) for split in SPLITS
+            if capacity_of(fractions, split) and every - covered[split]}
+
+
+def _coverage_key(assignment, classes, fractions):
+    missing = _missing(assignment, classes, fractions)
+    return tuple(len(missing.get(split, ())) for split in COVERAGE_PRIORITY)
+
+
+def _covering_split(classes, fractions, seed):
+    """The greedy class-covering assignment of ``split_subjects_by_class``."""
+    order = _permuted(classes, seed, stream=0)
+    capacity = dict(zip(SPLITS, split_counts(len(order), fractions)))
+    every = set().union(*classes.values()) if classes else set()
+    assignment, covered = {}, {split: set() for split in SPLITS}
+    for split in COVERAGE_PRIORITY:
+        while capacity[split] > 0:
+            lacking = every - covered[split]
+            candidates = [s for s in order if s not in assignment and classes[s] & lacking]
+            if not lacking or not candidates:
+                break
+            # Most missing classes first; among equals the seeded order decides (max keeps the first).
+            chosen = max(candidates, key=lambda s: len(classes[s] & lacking))
+            assignment[chosen] = split
+            covered[split] |= classes[chosen]
+            capacity[split] -= 1
+    for subject in order:
+        if subject in assignment:
+            continue
+        split = next(s for s in SPLITS if capacity[s] > 0)
+        assignment[subject] = split
+        capacity[split] -= 1
+    return assignment
+
+
+def capacity_of(fractions, split):
+    """True when ``split`` is asked for (a non-zero share)."""
+    return fractions[SPLITS.index(split)] > 0

@@ -9,6 +9,12 @@
                 last.keras       weights after the last epoch
                 test_predictions.csv, metrics.json, classification_report.txt,
                 confusion_matrix.png / _normalized.png / .csv, report.html
+                state.json       running / finished / failed / interrupted (efr.runstate)
+                checkpoint.npz   while unfinished: everything needed to resume after the last epoch
+
+An unfinished run (interrupted, killed, failed) is resumed by ``efe_cnn.py --resume
+runs/<name>`` or by the same command with the same ``--name``; metrics.json and
+report.html are written only when a run finishes.
 
 With ``folds=K`` it runs subject-disjoint K-fold cross-validation instead and writes
 cv.csv, fold<k>/ folders and the same summary files over the pooled held-out folds.
@@ -21,6 +27,7 @@ the class names.  TensorFlow is imported only when a function needs it.
 
 import csv
 import io
+import json
 import logging
 import math
 import os
@@ -33,8 +40,9 @@ from pathlib import Path
 import numpy as np
 
 from efr import data as efr_data
-from efr import evaluate, report
+from efr import evaluate, report, runstate
 from efr.crop import read_settings as read_crop_settings
+from efr.emotions import sorted_emotions
 from efr.errors import EFRError
 from efr.imageio import write_text_atomic
 from efr.manifest import SPLITS
@@ -76,6 +84,7 @@ class TrainSettings:
     fine_tune_epochs: int = None  # None: the model's default, else epochs
     augment: str = "none"  # "none" or "online"
     offline_aug: bool = True  # use data_aug.py's files in Train (and Valid)
+    allow_incomplete_augmentation: bool = False  # train on an interrupted data_aug.py's files anyway
     cache: str = "auto"  # "auto", "memory" or "none"
     folds: int = 0  # >= 2: cross-validation
     cv_valid_fraction: float = DEFAULT_CV_VALID_FRACTION
@@ -171,22 +180,36 @@ def set_seeds(seed, deterministic=False):
         tf.config.experimental.enable_op_determinism()
 
 
-def make_run_dir(runs_dir, name=None, exist_ok=False, prefix="seed"):
-    """Create and return runs_dir/name; a new name per run unless ``name`` is given.
+# Files a finished run has and an unfinished one must not: removed when a run starts again.
+FOLD_RESULT_NAME = "fold_result.json"  # a cross-validation fold's scores and predictions, once it is done
+FINISHED_ONLY = ("metrics.json", "report.html", "cv.csv", "cv_scores.png")
+RESUME_IGNORED_SETTINGS = ("name", "runs_dir", "exist_ok")
 
-    An existing non-empty folder is refused unless ``exist_ok`` (then its files are
-    overwritten one by one as the run writes them).
+
+def make_run_dir(settings, prefix="seed"):
+    """Create or reopen the run folder; return (run_dir, resuming).
+
+    Without ``settings.name`` a new time-stamped folder.  An existing non-empty
+    ``--name`` folder is resumed when its state.json says the run did not finish
+    (interrupted, killed or failed) and it was started with the same settings;
+    ``exist_ok`` starts it again instead; anything else is refused.
     """
-    runs_dir = Path(runs_dir)
+    runs_dir = Path(settings.runs_dir)
+    name = settings.name
+    resuming = False
     if name:
         if "/" in name or "\\" in name or name in (".", ".."):
             raise EFRError(f"--name {name!r}: give a plain folder name (it goes under --runs-dir {runs_dir})")
         run_dir = runs_dir / name
-        if run_dir.exists() and any(run_dir.iterdir()) and not exist_ok:
-            raise EFRError(
-                f"run folder {run_dir} already exists: choose another --name, leave --name out for a "
-                "new folder, or pass --exist-ok to overwrite its files"
-            )
+        if run_dir.exists() and any(run_dir.iterdir()):
+            if settings.exist_ok:
+                info = runstate.read_state(run_dir)
+                if runstate.is_live(info):
+                    raise EFRError(f"run folder {run_dir} is {runstate.describe(info)}: --exist-ok does not "
+                                   "restart a run that is still training; wait for it or choose another --name")
+                clear_run_outputs(run_dir)
+            else:
+                resuming = _check_resumable(run_dir, settings)
     else:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         run_dir = runs_dir / f"{prefix}-{stamp}"
@@ -198,7 +221,77 @@ def make_run_dir(runs_dir, name=None, exist_ok=False, prefix="seed"):
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise EFRError(f"cannot create run folder {run_dir}: {err.strerror}") from err
-    return run_dir
+    return run_dir, resuming
+
+
+def _check_resumable(run_dir, settings):
+    """True when run_dir holds an unfinished run of the same settings; else a clear refusal."""
+    info = runstate.read_state(run_dir)
+    state = runstate.effective_state(info)
+    choices = "choose another --name, leave --name out for a new folder, or pass --exist-ok to start it again"
+    if state is None or state == runstate.FINISHED:
+        what = "a finished run" if state else "files"
+        raise EFRError(f"run folder {run_dir} already exists and holds {what}: {choices}")
+    if state == runstate.RUNNING:
+        raise EFRError(f"run folder {run_dir} is {runstate.describe(info)}: wait for it, or {choices}")
+    saved = _saved_settings(run_dir)
+    differences = [f"{key} {saved.get(key)!r} -> {value!r}" for key, value in _comparable(asdict(settings)).items()
+                   if key in saved and _comparable(saved).get(key) != value]
+    if differences:
+        raise EFRError(
+            f"run folder {run_dir} holds an unfinished run ({runstate.describe(info)}) with other settings "
+            f"({'; '.join(differences)}): resume it with `{runstate.resume_command(run_dir)}`, or {choices}"
+        )
+    log.info("run folder %s is %s: resuming it", run_dir, runstate.describe(info))
+    return True
+
+
+def _comparable(settings):
+    values = {k: v for k, v in settings.items() if k not in RESUME_IGNORED_SETTINGS}
+    if values.get("dataset"):
+        values["dataset"] = os.path.normpath(str(values["dataset"]))
+    return values
+
+
+def _saved_settings(run_dir):
+    path = Path(run_dir) / "args.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))["settings"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise EFRError(f"{path}: missing or unreadable, so the run cannot be resumed; pass --exist-ok to start "
+                       "it again") from err
+
+
+def resume_settings(run_dir):
+    """TrainSettings of an unfinished run folder, for ``efe_cnn.py --resume``: its args.json's."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise EFRError(f"--resume {run_dir}: no such run folder (give runs/<name>)")
+    info = runstate.read_state(run_dir)
+    if info is None:
+        raise EFRError(f"--resume {run_dir}: not a resumable run folder (no {runstate.STATE_NAME}): give a folder "
+                       "made by efe_cnn.py, or start a new run")
+    if runstate.effective_state(info) == runstate.FINISHED:
+        raise EFRError(f"--resume {run_dir}: the run is finished, nothing to resume (its report: "
+                       f"{run_dir / 'report.html'})")
+    saved = json.loads((run_dir / "args.json").read_text(encoding="utf-8")) if (run_dir / "args.json").is_file() \
+        else {"settings": _saved_settings(run_dir)}
+    values = {k: v for k, v in saved["settings"].items() if k in TrainSettings.__dataclass_fields__}
+    dataset, cwd = Path(values.get("dataset", "Dataset")), saved.get("cwd")
+    if not dataset.is_absolute() and cwd and not dataset.is_dir():
+        values["dataset"] = str(Path(cwd) / dataset)
+    return TrainSettings(**dict(values, runs_dir=str(run_dir.parent), name=run_dir.name, exist_ok=False))
+
+
+def clear_run_outputs(run_dir):
+    """Remove what says a run finished or where it was (state, checkpoints, fold results) before it restarts."""
+    run_dir = Path(run_dir)
+    for name in (*FINISHED_ONLY, runstate.STATE_NAME, runstate.CHECKPOINT_NAME, "history.csv"):
+        (run_dir / name).unlink(missing_ok=True)
+    for fold_dir in run_dir.glob("fold*"):
+        if fold_dir.is_dir():
+            for name in (runstate.CHECKPOINT_NAME, FOLD_RESULT_NAME, "metrics.json", "history.csv"):
+                (fold_dir / name).unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------------
@@ -232,44 +325,66 @@ def training_phases(built, settings):
 
 
 def fit_model(built, train_data, valid_data, settings, meta, strategy, out_dir=None, save_files=True, prefix="",
-              extra_callbacks=()):
+              extra_callbacks=(), resumable=False):
     """Fit in one phase (seed) or two (frozen backbone, then fine-tuning); return a summary.
 
     Writes history.csv (and best.keras, last.keras when ``save_files``) into
     ``out_dir``.  The model ends with the weights of the lowest validation loss over
-    all phases.  ``extra_callbacks`` are added to every phase's fit.
+    all phases.  ``train_data``: a tf.data.Dataset, or an EpochData whose epochs
+    depend on their number only (what an exactly resumable fit needs).  ``extra_callbacks`` are added to every phase's fit.  With
+    ``resumable`` (needs ``out_dir``) every epoch ends with a checkpoint
+    (efr.runstate) and a checkpoint left by an interrupted fit is continued from:
+    earlier phases are skipped, the phase it was in goes on after its last completed
+    epoch with everything restored (see ``_restore_phase``).
     """
-    import keras
-
-    from efr.callbacks import BestModelSaver, EpochLogger, LastModelSaver, PhaseCSVLogger
+    from efr.callbacks import (BestModelSaver, EpochLogger, LastModelSaver, PhaseCSVLogger, ResumableEarlyStopping,
+                               TrainingCheckpoint)
 
     model = built.model
     out_dir = Path(out_dir) if out_dir is not None else None
+    checkpoint = runstate.load_checkpoint(out_dir) if resumable else None
     best = BestModelSaver(out_dir / "best.keras" if save_files else None, meta)
+    if out_dir is not None:
+        _trim_history(out_dir / "history.csv", checkpoint[0]["epochs_done"] if checkpoint else 0)
+    if checkpoint:
+        best.best, best.best_epoch = checkpoint[0]["best"]["best"], checkpoint[0]["best"]["best_epoch"]
+        best.best_weights = checkpoint[1].get("best") or None
+        log.info("%sresuming after epoch %d (checkpoint %s)", prefix, checkpoint[0]["epochs_done"],
+                 runstate.checkpoint_path(out_dir))
     initial_epoch = 0
     phases = training_phases(built, settings)
     for index, (phase, epochs, lr, trainable) in enumerate(phases):
+        if checkpoint and index < checkpoint[0]["phase"]:
+            continue  # finished before the interruption: its result is in the checkpoint's weights
         if trainable is not None:
             built.backbone.trainable = trainable
         with strategy.scope():
             compile_model(model, lr)
-        callbacks = [EpochLogger(phase, initial_epoch + epochs, prefix)]
+        stopping = ResumableEarlyStopping(monitor="val_loss", patience=settings.patience, restore_best_weights=True)
+        resuming_phase = checkpoint is not None and index == checkpoint[0]["phase"]
+        phase_start = checkpoint[0]["phase_start"] if resuming_phase else initial_epoch
+        end_epoch = phase_start + epochs
+        if resuming_phase:
+            initial_epoch, end_epoch = _restore_phase(model, checkpoint, stopping, strategy, end_epoch)
+        callbacks = [EpochLogger(phase, phase_start + epochs, prefix)]
         if out_dir is not None:
-            callbacks.append(PhaseCSVLogger(out_dir / "history.csv", phase, append=index > 0))
+            history_file = out_dir / "history.csv"
+            callbacks.append(PhaseCSVLogger(history_file, phase, append=index > 0 or history_file.is_file()))
         if save_files:
             callbacks.append(LastModelSaver(out_dir / "last.keras", meta))
-        callbacks += [
-            *extra_callbacks,
-            best,
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.patience, restore_best_weights=True),
-        ]
+        callbacks += [*extra_callbacks, best, stopping]
+        if resumable:
+            callbacks.append(TrainingCheckpoint(out_dir, index, phase_start, best, stopping))
+        # EpochData: a fresh endless dataset for this fit, at this phase's epoch
+        epoch_data = train_data(initial_epoch - phase_start) if callable(train_data) else train_data
         history = model.fit(
-            train_data, validation_data=valid_data, epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
+            epoch_data, validation_data=valid_data, epochs=end_epoch, initial_epoch=initial_epoch,
+            steps_per_epoch=getattr(train_data, "steps_per_epoch", None),
             callbacks=callbacks, verbose=0, shuffle=False,  # the pipeline shuffles
         )
         initial_epoch += len(history.epoch)
         log.info("%s%s: %d epoch(s), best validation loss so far %.4f (epoch %d)", prefix, phase,
-                 len(history.epoch), best.best, (best.best_epoch or 0) + 1)
+                 initial_epoch - phase_start, best.best, (best.best_epoch or 0) + 1)
     if best.best_weights is not None:  # EarlyStopping restores within a phase; this is the best of all phases
         model.set_weights(best.best_weights)
     return {
@@ -280,6 +395,57 @@ def fit_model(built, train_data, valid_data, settings, meta, strategy, out_dir=N
     }
 
 
+def _restore_phase(model, checkpoint, stopping, strategy, end_epoch):
+    """Put a checkpoint's phase state back; return (initial epoch, end epoch) for its fit.
+
+    The model's variables (weights and dropout generator states) and the optimizer's
+    (after building it) are assigned; early stopping gets its counters and best
+    weights back when training begins.  (The training data of epoch k does not depend on
+    where the run started: see ``fit_model``'s ``train_data``.)  A phase that had already stopped is fitted for zero epochs, which still runs the
+    end-of-training steps (restoring early stopping's best weights, saving last.keras).
+    """
+    meta, arrays = checkpoint
+    with strategy.scope():
+        model.optimizer.build(model.trainable_variables)
+    for variables, values in ((model.variables, arrays.get("model", [])),
+                              (model.optimizer.variables, arrays.get("optimizer", []))):
+        if len(variables) != len(values):
+            raise EFRError(f"the training checkpoint does not fit this model ({len(values)} saved values for "
+                           f"{len(variables)} variables); delete checkpoint.npz to restart the training")
+        for variable, value in zip(variables, values):
+            variable.assign(value)
+    state = meta["early_stopping"]
+    best_weights = None
+    if state["has_best_weights"]:
+        best_weights = arrays.get("best") if state["same_as_best"] else arrays.get("early_stopping")
+    stopping.restore(state, best_weights)
+    done = meta["epochs_done"]
+    return done, (done if meta["stopped"] else end_epoch)
+
+
+def _trim_history(path, epochs_done):
+    """Keep the header and the rows of the first ``epochs_done`` epochs of history.csv (none: remove it).
+
+    An epoch's row is written just before its checkpoint; a run stopped between the two
+    would otherwise list that epoch twice once resumed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return
+    if not epochs_done:
+        path.unlink()
+        return
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    if not rows:
+        return
+    column = rows[0].index("epoch") if "epoch" in rows[0] else 0
+    kept = [rows[0]] + [r for r in rows[1:] if r and int(float(r[column])) < epochs_done]
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(kept)
+    write_text_atomic(path, buffer.getvalue())
+
+
 def predict_paths(model, paths, image_size, batch_size=PREDICT_BATCH_SIZE, tta="none"):
     """Class probabilities (n, classes) of a model for image files, in order.
 
@@ -287,12 +453,19 @@ def predict_paths(model, paths, image_size, batch_size=PREDICT_BATCH_SIZE, tta="
     """
     if not len(paths):
         return np.zeros((0, int(model.output_shape[-1])), dtype=np.float32)
+    # Called eagerly, batch by batch: model.predict would build (trace) a new predict
+    # function for every model, which cross-validation makes once a fold, and TensorFlow
+    # warns about such repeated tracing ("triggered tf.function retracing").
     with named_decode_errors(paths):
-        probs = model.predict(efr_data.make_image_dataset(paths, image_size, batch_size), verbose=0)
+        probs = _predict_eagerly(model, efr_data.make_image_dataset(paths, image_size, batch_size))
         if tta == "flip":
-            mirrored = model.predict(efr_data.make_image_dataset(paths, image_size, batch_size, flip=True), verbose=0)
+            mirrored = _predict_eagerly(model, efr_data.make_image_dataset(paths, image_size, batch_size, flip=True))
             probs = (probs + mirrored) / 2.0
     return probs
+
+
+def _predict_eagerly(model, batches):
+    return np.concatenate([np.asarray(model(images, training=False)) for images in batches]).astype(np.float32)
 
 
 def predict_split(model_path, dataset_dir, split="Test", include_augmented=False, batch_size=PREDICT_BATCH_SIZE):
@@ -326,16 +499,115 @@ def predictions_csv(paths, y_true, probs, class_names, extra=None):
 # Checks on the data
 
 
-def _check_enough(count, batch_size, what, replicas=1):
+def _enough_problem(count, batch_size, what, replicas=1):
+    """Why ``count`` images cannot make batches of ``batch_size`` on ``replicas`` devices, or None."""
     if count == 0:
-        raise EFRError(f"{what} has no images")
+        return f"{what} has no images"
     if count < batch_size:
-        raise EFRError(
-            f"{what} has {count} images, fewer than --batch-size {batch_size}: "
-            f"use --batch-size {max(replicas, 2 ** int(math.log2(count)))} or less, or add images"
-        )
+        return (f"{what} has {count} images, fewer than --batch-size {batch_size}: "
+                f"use --batch-size {max(replicas, 2 ** int(math.log2(count)))} or less, or add images")
     if batch_size < replicas:
-        raise EFRError(f"--batch-size {batch_size} is smaller than the {replicas} devices training in parallel")
+        return f"--batch-size {batch_size} is smaller than the {replicas} devices training in parallel"
+    return None
+
+
+def _check_enough(count, batch_size, what, replicas=1):
+    problem = _enough_problem(count, batch_size, what, replicas)
+    if problem:
+        raise EFRError(problem)
+
+
+def _augmentation_problem(settings):
+    """The refusal of a Dataset whose data_aug.py run did not finish, or None (also when allowed or unused)."""
+    from efr.augment_dataset import unfinished_augmentation
+
+    if not settings.offline_aug:
+        return None
+    unfinished = unfinished_augmentation(settings.dataset)
+    if unfinished is None:
+        return None
+    folders = ", ".join(f"{folder} {n}" for folder, n in sorted(unfinished["by_folder"].items()))
+    what = (f"{settings.dataset}: data_aug.py did not finish: {len(unfinished['pending'])} planned augmented "
+            f"file(s) are missing or unconfirmed ({folders}), so the augmented classes are skewed")
+    if settings.allow_incomplete_augmentation:
+        log.warning("warning: %s; training on them anyway (--allow-incomplete-augmentation)", what)
+        return None
+    return (f"{what}; complete it with `{unfinished['complete']}`, remove it with `{unfinished['clean']}`, "
+            "or pass --allow-incomplete-augmentation to train on what is there")
+
+
+@dataclass
+class DatasetView:
+    """What a training run uses of a Dataset folder, after every check."""
+
+    samples: list
+    skipped: list
+    class_names: list
+    parts: object = None  # single run: {"train", "valid", "test"} sample lists; cross-validation: fold plans
+    missing: dict = None  # {split: [classes with no image there]}
+
+
+def class_coverage(samples, splits=SPLITS):
+    """(every class, {split: [classes absent from it]}) over the given splits."""
+    per_split = {split: set(efr_data.class_names_of(efr_data.select(samples, split))) for split in splits}
+    every = set().union(*per_split.values())
+    return sorted_emotions(every), {split: sorted_emotions(every - names) for split, names in per_split.items()
+                                    if every - names}
+
+
+def prepare_single_run(settings):
+    """Scan and check the Dataset for a Train/Valid/Test run, every problem at once (no TensorFlow)."""
+    problems = []
+    samples = efr_data.scan_dataset(settings.dataset, problems=problems)
+    samples, skipped = efr_data.drop_unreadable(samples)
+    problems.append(_augmentation_problem(settings))
+    class_names, missing = class_coverage(samples)
+    dataset = Path(settings.dataset)
+    unlearnable = [c for c in missing.get("Train", []) if not (dataset / "Train" / c).is_dir()]  # else said above
+    if unlearnable:
+        problems.append(
+            f"{dataset / 'Train'} has no images of {', '.join(unlearnable)}, which Valid or Test have: "
+            "a model cannot learn a class it never sees; add Train images of it, or remove the class everywhere"
+        )
+    train = efr_data.select(samples, "Train", settings.offline_aug)
+    valid = efr_data.select(samples, "Valid", settings.offline_aug)
+    test = efr_data.select(samples, "Test", include_augmented=False)
+    for split, part, batch in (("Train", train, train_batch(settings)), ("Valid", valid, 1), ("Test", test, 1)):
+        if (dataset / split).is_dir():  # a missing folder is said above
+            problems.append(_enough_problem(len(part), batch, str(dataset / split)))
+    efr_data.raise_problems([p for p in problems if p], settings.dataset)
+    if missing.get("Valid"):
+        log.warning("warning: Valid has no images of %s: early stopping cannot watch %s; training goes on",
+                    ", ".join(missing["Valid"]), "it" if len(missing["Valid"]) == 1 else "them")
+    if missing.get("Test"):
+        log.warning("warning: Test has no images of %s: %s cannot be scored (the report says so)",
+                    ", ".join(missing["Test"]), "it" if len(missing["Test"]) == 1 else "they")
+    dropped_test = len(efr_data.select(samples, "Test")) - len(test)
+    if dropped_test:
+        log.warning("left out %d augmented file(s) in Test: the test set is never augmented", dropped_test)
+    return DatasetView(samples, skipped, class_names, {"train": train, "valid": valid, "test": test}, missing)
+
+
+def prepare_cross_validation(settings):
+    """Scan and check the Dataset for cross-validation, every problem at once (no TensorFlow)."""
+    problems = []
+    samples = efr_data.scan_dataset(settings.dataset, require_all=False, problems=problems)
+    if not samples and not problems:
+        problems.append(f"{settings.dataset} has none of the split folders {', '.join(SPLITS)}: run crop.py first")
+    problems.append(_augmentation_problem(settings))
+    samples, skipped = efr_data.drop_unreadable(samples)
+    originals = efr_data.select(samples, include_augmented=False)
+    plans = None
+    if samples:
+        try:
+            plans = plan_folds(samples, int(settings.folds), settings.cv_valid_fraction, settings.seed,
+                               settings.offline_aug)
+        except EFRError as err:
+            problems.append(str(err))
+    for plan in plans or ():
+        problems.append(_enough_problem(len(plan["train"]), train_batch(settings), f"fold {plan['fold']} training set"))
+    efr_data.raise_problems([p for p in problems if p], settings.dataset)
+    return DatasetView(samples, skipped, efr_data.class_names_of(originals), plans)
 
 
 def _model_meta(built, class_names, settings, run_name):
@@ -360,6 +632,11 @@ def _model_meta(built, class_names, settings, run_name):
 
 def is_fusion(settings):
     return str(settings.model).strip().lower() == FUSION_MODEL
+
+
+def train_batch(settings):
+    """The batch the training set must fill: the fusion head trains on all rows at once."""
+    return 1 if is_fusion(settings) else settings.batch_size
 
 
 def _build(settings, num_classes, strategy):
@@ -411,6 +688,7 @@ def _base_args(settings, strategy):
         "settings": asdict(settings),
         "seed": settings.seed,
         "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "cwd": os.getcwd(),  # a relative --dataset is relative to this (efe_cnn.py --resume from elsewhere)
         "distribution": strategy_info(strategy),
         "versions": library_versions(),
         "machine": machine_info(),
@@ -438,6 +716,18 @@ def _summary_rows(metrics, extra):
     return rows
 
 
+def _coverage_notes(missing):
+    notes = []
+    if missing.get("Test"):
+        notes.append(f"Not scored: {', '.join(missing['Test'])}. Test has no images of "
+                     f"{'this class' if len(missing['Test']) == 1 else 'these classes'}, so the test accuracy says "
+                     "nothing about them; macro-F1 is over the classes Test has.")
+    if missing.get("Valid"):
+        notes.append(f"Valid has no images of {', '.join(missing['Valid'])}: early stopping could not watch "
+                     f"{'it' if len(missing['Valid']) == 1 else 'them'}.")
+    return notes
+
+
 def _per_class_table(metrics, class_names):
     return [
         (c, metrics["per_class_precision"][c], metrics["per_class_recall"][c], metrics["per_class_f1"][c],
@@ -446,93 +736,127 @@ def _per_class_table(metrics, class_names):
     ]
 
 
+@dataclass
+class EpochData:
+    """Training data whose epoch k is the same batches wherever the run started (efr.data.make_dataset)."""
+
+    paths: list
+    labels: list
+    num_classes: int
+    image_size: int
+    batch_size: int
+    seed: int = 0
+    augment: str = None
+    cache: object = "auto"
+
+    @property
+    def steps_per_epoch(self):
+        return efr_data.steps_per_epoch(len(self.paths), self.batch_size)
+
+    def __call__(self, start_epoch):
+        """The data of one fit, from its epoch ``start_epoch`` (0 unless the fit is resumed) on."""
+        return efr_data.make_dataset(self.paths, self.labels, self.num_classes, self.image_size, self.batch_size,
+                                     shuffle=True, seed=self.seed, augment=self.augment, cache=self.cache,
+                                     start_epoch=start_epoch)
+
+
+# ----------------------------------------------------------------------------------
+# One unit: fit on one split and score another (a run calls it once, CV once a fold)
+
+
+@dataclass
+class UnitResult:
+    fit: dict
+    test_paths: list
+    y_true: np.ndarray
+    probs: np.ndarray
+    predicted: dict  # predict_samples' answer: "probs", and "probs_plain" for fusion --subject-norm
+
+
+def fit_and_score(built, settings, strategy, parts, class_names, meta, out_dir, *, seed, save_files=True, prefix="",
+                  where="Test"):
+    """Fit ``built`` on parts["train"], stop early on parts["valid"], predict parts["test"].
+
+    Resumable: a checkpoint left in ``out_dir`` by an interrupted call is continued
+    (efr.runstate, ``fit_model``).  ``seed`` seeds the training shuffle.  A fusion
+    model's head trains in seconds on cached features and simply runs again.
+    """
+    if isinstance(built, FusionBuilt):
+        fit = fit_fusion_split(built, parts["train"], parts["valid"], class_names, settings, meta, out_dir=out_dir,
+                               save_files=save_files)
+    else:
+        size = built.image_size
+        labels = {part: efr_data.labels_of(parts[part], class_names) for part in ("train", "valid")}
+        train_data = EpochData(
+            [s.path for s in parts["train"]], labels["train"], len(class_names), size, settings.batch_size,
+            seed=seed, augment="online" if settings.augment == "online" else None, cache=settings.cache,
+        )
+        valid_data = efr_data.make_dataset([s.path for s in parts["valid"]], labels["valid"], len(class_names),
+                                           size, settings.batch_size, cache=settings.cache)
+        with named_decode_errors([s.path for s in parts["train"] + parts["valid"]]):
+            fit = fit_model(built, train_data, valid_data, settings, meta, strategy, out_dir=out_dir,
+                            save_files=save_files, prefix=prefix, resumable=True)
+    predicted = predict_samples(built, parts["test"], settings, where=where)
+    y_true = np.asarray(efr_data.labels_of(parts["test"], class_names), dtype=int)
+    return UnitResult(fit, [s.path for s in parts["test"]], y_true, predicted["probs"], predicted)
+
+
 # ----------------------------------------------------------------------------------
 # One run on Train / Valid / Test
 
 
-def train_once(settings, strategy):
-    """Train on Train, stop early on Valid, evaluate on Test; write the run folder."""
-    samples = efr_data.scan_dataset(settings.dataset)
-    samples, skipped = efr_data.drop_unreadable(samples)
-    class_names = efr_data.check_same_classes(samples)
-    train = efr_data.select(samples, "Train", settings.offline_aug)
-    valid = efr_data.select(samples, "Valid", settings.offline_aug)
-    test = efr_data.select(samples, "Test", include_augmented=False)
-    dropped_test = len(efr_data.select(samples, "Test")) - len(test)
-    if dropped_test:
-        log.warning("left out %d augmented file(s) in Test: the test set is never augmented", dropped_test)
-    replicas = strategy.num_replicas_in_sync
-    _check_enough(len(train), 1 if is_fusion(settings) else settings.batch_size, f"{settings.dataset}/Train",
-                  replicas)
-    _check_enough(len(valid), 1, f"{settings.dataset}/Valid")
-    _check_enough(len(test), 1, f"{settings.dataset}/Test")
+def train_once(settings, strategy, view=None):
+    """Train on Train, stop early on Valid, evaluate on Test; write (or resume) the run folder."""
+    view = view or prepare_single_run(settings)
+    samples, skipped, class_names = view.samples, view.skipped, view.class_names
+    train, valid, test = view.parts["train"], view.parts["valid"], view.parts["test"]
+    _check_enough(len(train), train_batch(settings), f"{settings.dataset}/Train", strategy.num_replicas_in_sync)
 
     # Build first: a model that cannot be built (weights missing offline) leaves no empty run folder.
     built = _build(settings, len(class_names), strategy)
-    run_dir = make_run_dir(settings.runs_dir, settings.name, settings.exist_ok, prefix=settings.model)
+    run_dir, resuming = make_run_dir(settings, prefix=settings.model)
+    with runstate.tracked_run(run_dir, resuming):
+        result = _train_once_in(run_dir, resuming, built, settings, strategy, view)
+    runstate.remove_checkpoint(run_dir)  # only once the state says finished
+    return result
+
+
+def _train_once_in(run_dir, resuming, built, settings, strategy, view):
+    samples, skipped, class_names, parts = view.samples, view.skipped, view.class_names, view.parts
+    train, valid, test = parts["train"], parts["valid"], parts["test"]
     log.info("run folder %s", run_dir)
     size = built.image_size
     meta = _model_meta(built, class_names, settings, run_dir.name)
-    args = _base_args(settings, strategy)
-    args.update(
-        run_dir=str(run_dir),
-        class_names=class_names,
-        model=_model_args(built),
-        dataset={
-            "path": str(settings.dataset),
-            "images": {"Train": len(train), "Valid": len(valid), "Test": len(test)},
-            "by_split_kind": efr_data.count_by(samples, "split", "kind"),
-            "by_split_emotion": efr_data.count_by(samples, "split", "emotion"),
-            "subjects": {s: len({x.subject for x in efr_data.select(samples, s) if x.subject}) for s in SPLITS},
-            "skipped_unreadable": [[str(p), why] for p, why in skipped],
-        },
-        cache={"train": efr_data.resolve_cache(settings.cache, len(train), size),
-               "valid": efr_data.resolve_cache(settings.cache, len(valid), size)},
-    )
-    write_json(run_dir / "args.json", args)
+    if not resuming:
+        args = _base_args(settings, strategy)
+        args.update(
+            run_dir=str(run_dir),
+            class_names=class_names,
+            model=_model_args(built),
+            dataset={
+                "path": str(settings.dataset),
+                "images": {"Train": len(train), "Valid": len(valid), "Test": len(test)},
+                "by_split_kind": efr_data.count_by(samples, "split", "kind"),
+                "by_split_emotion": efr_data.count_by(samples, "split", "emotion"),
+                "subjects": {s: len({x.subject for x in efr_data.select(samples, s) if x.subject}) for s in SPLITS},
+                "skipped_unreadable": [[str(p), why] for p, why in skipped],
+            },
+            cache={"train": efr_data.resolve_cache(settings.cache, len(train), size),
+                   "valid": efr_data.resolve_cache(settings.cache, len(valid), size)},
+        )
+        write_json(run_dir / "args.json", args)
 
-    labels = {name: efr_data.labels_of(part, class_names) for name, part in
-              (("Train", train), ("Valid", valid), ("Test", test))}
-    if isinstance(built, FusionBuilt):
-        started = time.perf_counter()
-        fit = fit_fusion_split(built, train, valid, class_names, settings, meta, out_dir=run_dir)
-        train_seconds = time.perf_counter() - started
-        predicted = predict_samples(built, test, settings)
-    else:
-        fit, train_seconds, predicted = _fit_keras_split(built, train, valid, test, labels, class_names, settings,
-                                                         meta, strategy, run_dir)
-    test_paths = [s.path for s in test]
-    probs = predicted["probs"]
-    y_true = np.asarray(labels["Test"])
+    log.info("training %s (%d x %d, %d parameters) on %d images, validating on %d; classes: %s",
+             settings.model, size, size, built.model.count_params(), len(train), len(valid), ", ".join(class_names))
+    started = time.perf_counter()
+    unit = fit_and_score(built, settings, strategy, parts, class_names, meta, run_dir, seed=settings.seed)
+    train_seconds = time.perf_counter() - started
+    fit, test_paths, y_true, probs = unit.fit, unit.test_paths, unit.y_true, unit.probs
+
     metrics = evaluate.write_evaluation(run_dir, y_true, probs, class_names)
     write_text_atomic(run_dir / "test_predictions.csv", predictions_csv(test_paths, y_true, probs, class_names))
     history = evaluate.read_history(run_dir / "history.csv")
     evaluate.plot_history(history, run_dir / "curves.png", title=f"{run_dir.name}: training curves")
-    return _finish_single_run(settings, run_dir, built, class_names, train, valid, test, test_paths, y_true, probs,
-                              predicted, metrics, fit, train_seconds)
-
-
-def _fit_keras_split(built, train, valid, test, labels, class_names, settings, meta, strategy, run_dir):
-    size = built.image_size
-    train_data = efr_data.make_dataset(
-        [s.path for s in train], labels["Train"], len(class_names), size, settings.batch_size, shuffle=True,
-        seed=settings.seed, augment="online" if settings.augment == "online" else None, cache=settings.cache,
-    )
-    valid_data = efr_data.make_dataset(
-        [s.path for s in valid], labels["Valid"], len(class_names), size, settings.batch_size, cache=settings.cache
-    )
-    log.info("training %s (%d x %d, %d parameters) on %d images, validating on %d; classes: %s",
-             settings.model, size, size, built.model.count_params(), len(train), len(valid), ", ".join(class_names))
-    started = time.perf_counter()
-    with named_decode_errors([s.path for s in train + valid]):
-        fit = fit_model(built, train_data, valid_data, settings, meta, strategy, out_dir=run_dir)
-    train_seconds = time.perf_counter() - started
-    return fit, train_seconds, predict_samples(built, test, settings)
-
-
-def _finish_single_run(settings, run_dir, built, class_names, train, valid, test, test_paths, y_true, probs,
-                       predicted, metrics, fit, train_seconds):
-    size = built.image_size
     results = {
         "test_accuracy": metrics["accuracy"],
         "macro_f1": metrics["macro_f1"],
@@ -548,16 +872,20 @@ def _finish_single_run(settings, run_dir, built, class_names, train, valid, test
         "best_val_loss": fit["best_val_loss"],
         "phases": fit["phases"],
         "train_seconds": round(train_seconds, 2),
+        "resumed": resuming,
+        "missing_classes": view.missing,  # {split: classes with no image there}
+        "unscored_classes": view.missing.get("Test", []),
         "confusion_matrix": metrics["confusion_matrix"],
     }
     notes = []
-    if "probs_plain" in predicted:
-        plain = float((predicted["probs_plain"].argmax(axis=1) == y_true).mean())
+    if "probs_plain" in unit.predicted:
+        plain = float((unit.predicted["probs_plain"].argmax(axis=1) == y_true).mean())
         results.update(plain_test_accuracy=plain, transductive=True)
         notes.append(_transductive_note(plain, metrics["accuracy"]))
-    write_json(run_dir / "metrics.json", results)
     wrong = evaluate.misclassified(test_paths, y_true, probs, class_names, limit=settings.gallery_size)
     n_wrong = int((probs.argmax(axis=1) != y_true).sum())
+    # metrics.json and report.html mark a finished run: written last, just before its state says so.
+    write_json(run_dir / "metrics.json", results)
     report.write_report(
         run_dir / "report.html",
         f"EFR training run {run_dir.name}",
@@ -577,7 +905,9 @@ def _finish_single_run(settings, run_dir, built, class_names, train, valid, test
         gallery=wrong,
         gallery_total=n_wrong,
         notes=[f"Test subjects never seen in training: {', '.join(results['test_subjects']) or 'unknown (no manifest)'}.",
-               *notes],
+               *notes]
+        + _coverage_notes(view.missing)
+        + (["This run was interrupted and resumed from its last completed epoch."] if resuming else []),
     )
     log.info("test accuracy %.3f (chance %.3f), macro-F1 %.3f; report %s", metrics["accuracy"],
              metrics["chance_accuracy"], metrics["macro_f1"], run_dir / "report.html")
@@ -650,27 +980,88 @@ def plan_folds(samples, k, valid_fraction=DEFAULT_CV_VALID_FRACTION, seed=0, off
     return plans
 
 
-def cross_validate(settings, strategy):
-    """Subject-disjoint K-fold cross-validation over every original photo of the Dataset."""
-    import keras
-
+def cross_validate(settings, strategy, view=None):
+    """Subject-disjoint K-fold cross-validation over every original photo of the Dataset (resumable by fold)."""
     k = int(settings.folds)
     if k < 2:
         raise EFRError(f"--folds {k}: cross-validation needs at least 2 folds")
-    samples = efr_data.scan_dataset(settings.dataset, require_all=False)
-    if not samples:
-        raise EFRError(f"{settings.dataset} has none of the split folders {', '.join(SPLITS)}: run crop.py first")
-    samples, skipped = efr_data.drop_unreadable(samples)
+    view = view or prepare_cross_validation(settings)
+    samples, skipped, class_names, plans = view.samples, view.skipped, view.class_names, view.parts
     originals = efr_data.select(samples, include_augmented=False)
-    class_names = efr_data.class_names_of(originals)
-    plans = plan_folds(samples, k, settings.cv_valid_fraction, settings.seed, settings.offline_aug)
-    replicas = strategy.num_replicas_in_sync
-    batch = 1 if is_fusion(settings) else settings.batch_size  # the fusion head trains on all rows at once
     for plan in plans:
-        _check_enough(len(plan["train"]), batch, f"fold {plan['fold']} training set", replicas)
+        _check_enough(len(plan["train"]), train_batch(settings), f"fold {plan['fold']} training set",
+                      strategy.num_replicas_in_sync)
 
     _build(settings, len(class_names), strategy)  # fail on missing weights before making the run folder
-    run_dir = make_run_dir(settings.runs_dir, settings.name, settings.exist_ok, prefix=f"{settings.model}-cv{k}")
+    run_dir, resuming = make_run_dir(settings, prefix=f"{settings.model}-cv{k}")
+    with runstate.tracked_run(run_dir, resuming):
+        result = _cross_validate_in(run_dir, resuming, settings, strategy, samples, skipped, originals,
+                                    class_names, plans)
+    for plan in plans:
+        runstate.remove_checkpoint(run_dir / f"fold{plan['fold']}")
+    return result
+
+
+def _run_fold(run_dir, plan, k, settings, strategy, class_names):
+    """Train and score one fold (or resume it); its result is kept in fold<k>/fold_result.json."""
+    import keras
+
+    fold = plan["fold"]
+    fold_dir = run_dir / f"fold{fold}"
+    keras.backend.clear_session()
+    set_seeds(settings.seed + fold, settings.deterministic)
+    built = _build(settings, len(class_names), strategy)
+    fold_dir.mkdir(exist_ok=True)
+    meta = _model_meta(built, class_names, settings, run_dir.name)
+    log.info("fold %d/%d: train %d images (%d augmented), valid %d (subjects %s), test %d (subjects %s)",
+             fold, k, len(plan["train"]), plan["augmented_in_train"], len(plan["valid"]),
+             ", ".join(plan["valid_subjects"]), len(plan["test"]), ", ".join(plan["test_subjects"]))
+    unit = fit_and_score(built, settings, strategy, plan, class_names, meta, fold_dir, seed=settings.seed + fold,
+                         save_files=False, prefix=f"fold {fold}: ", where=f"the test subjects of fold {fold}")
+    fit = unit.fit
+    metrics = evaluate.compute_metrics(unit.y_true, unit.probs, class_names)
+    if "probs_plain" in unit.predicted:
+        metrics["plain_accuracy"] = float((unit.predicted["probs_plain"].argmax(axis=1) == unit.y_true).mean())
+    evaluate.plot_history(evaluate.read_history(fold_dir / "history.csv"), fold_dir / "curves.png",
+                          title=f"fold {fold}: training curves")
+    write_json(fold_dir / "metrics.json", dict(metrics, **fit, test_subjects=plan["test_subjects"],
+                                               valid_subjects=plan["valid_subjects"]))
+    row = {
+        "fold": fold, "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+        **({"plain_accuracy": metrics["plain_accuracy"]} if "plain_accuracy" in metrics else {}),
+        "train_images": len(plan["train"]), "augmented_in_train": plan["augmented_in_train"],
+        "valid_images": len(plan["valid"]), "test_images": len(plan["test"]),
+        "epochs_run": fit["epochs_run"], "best_epoch": fit["best_epoch"],
+        "test_subjects": " ".join(plan["test_subjects"]), "valid_subjects": " ".join(plan["valid_subjects"]),
+    }
+    log.info("fold %d/%d: accuracy %.3f, macro-F1 %.3f", fold, k, metrics["accuracy"], metrics["macro_f1"])
+    result = {"row": row, "model": _model_args(built), "image_size": built.image_size,
+              "test_paths": [str(p) for p in unit.test_paths], "y_true": unit.y_true.tolist(),
+              "probs": unit.probs.tolist()}
+    write_json(fold_dir / FOLD_RESULT_NAME, result)  # the fold is done once this file exists
+    runstate.remove_checkpoint(fold_dir)
+    return result
+
+
+def _finished_fold(run_dir, plan):
+    """A fold's saved result when an earlier (interrupted) run finished it, else None."""
+    path = run_dir / f"fold{plan['fold']}" / FOLD_RESULT_NAME
+    if not path.is_file():
+        return None
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None  # unreadable: train the fold again
+    if result.get("test_paths") != [str(s.path) for s in plan["test"]]:
+        raise EFRError(f"{path}: this finished fold held out other photos than the Dataset gives it now (was the "
+                       "Dataset changed?); pass --exist-ok to start the cross-validation again")
+    log.info("fold %d: finished before the interruption, kept (accuracy %.3f)", plan["fold"],
+             result["row"]["accuracy"])
+    return result
+
+
+def _cross_validate_in(run_dir, resuming, settings, strategy, samples, skipped, originals, class_names, plans):
+    k = len(plans)
     log.info("run folder %s: %d-fold cross-validation over %d photos of %d subjects", run_dir, k, len(originals),
              len({s.subject for s in originals}))
     args = _base_args(settings, strategy)
@@ -688,70 +1079,28 @@ def cross_validate(settings, strategy):
         folds=[{key: (len(v) if isinstance(v, list) and key in ("train", "valid", "test") else v)
                 for key, v in plan.items()} for plan in plans],
     )
-    write_json(run_dir / "args.json", args)
+    if not resuming:
+        write_json(run_dir / "args.json", args)
 
     fold_rows, all_paths, all_true, all_probs, all_folds = [], [], [], [], []
     size = None
     for plan in plans:
         fold = plan["fold"]
-        keras.backend.clear_session()
-        set_seeds(settings.seed + fold, settings.deterministic)
-        built = _build(settings, len(class_names), strategy)
-        size = built.image_size
-        if fold == 1:
-            args["model"] = _model_args(built)
+        done = _finished_fold(run_dir, plan) if resuming else None
+        if done is None:
+            done = _run_fold(run_dir, plan, k, settings, strategy, class_names)
+            runstate.write_state(run_dir, runstate.RUNNING, folds_done=fold)
+        if fold == 1 and not resuming:
+            args["model"] = done["model"]
             write_json(run_dir / "args.json", args)
-        fold_dir = run_dir / f"fold{fold}"
-        fold_dir.mkdir(exist_ok=True)
-        meta = _model_meta(built, class_names, settings, run_dir.name)
-        labels = {part: efr_data.labels_of(plan[part], class_names) for part in ("train", "valid", "test")}
-        if isinstance(built, FusionBuilt):
-            fit = fit_fusion_split(built, plan["train"], plan["valid"], class_names, settings, meta, out_dir=fold_dir,
-                                   save_files=False)
-        else:
-            fit = _fit_keras_fold(built, plan, labels, class_names, settings, meta, strategy, fold, k, fold_dir, size)
-        test_paths = [s.path for s in plan["test"]]
-        predicted = predict_samples(built, plan["test"], settings, where=f"the test subjects of fold {fold}")
-        probs = predicted["probs"]
-        y_true = np.asarray(labels["test"])
-        metrics = evaluate.compute_metrics(y_true, probs, class_names)
-        if "probs_plain" in predicted:
-            metrics["plain_accuracy"] = float((predicted["probs_plain"].argmax(axis=1) == y_true).mean())
-        evaluate.plot_history(evaluate.read_history(fold_dir / "history.csv"), fold_dir / "curves.png",
-                              title=f"fold {fold}: training curves")
-        write_json(fold_dir / "metrics.json", dict(metrics, **fit, test_subjects=plan["test_subjects"],
-                                                   valid_subjects=plan["valid_subjects"]))
-        fold_rows.append({
-            "fold": fold, "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
-            **({"plain_accuracy": metrics["plain_accuracy"]} if "plain_accuracy" in metrics else {}),
-            "train_images": len(plan["train"]), "augmented_in_train": plan["augmented_in_train"],
-            "valid_images": len(plan["valid"]), "test_images": len(plan["test"]),
-            "epochs_run": fit["epochs_run"], "best_epoch": fit["best_epoch"],
-            "test_subjects": " ".join(plan["test_subjects"]), "valid_subjects": " ".join(plan["valid_subjects"]),
-        })
-        log.info("fold %d/%d: accuracy %.3f, macro-F1 %.3f", fold, k, metrics["accuracy"], metrics["macro_f1"])
-        all_paths += test_paths
-        all_true.append(y_true)
-        all_probs.append(probs)
-        all_folds += [fold] * len(test_paths)
+        size = done["image_size"]
+        fold_rows.append(done["row"])
+        all_paths += [Path(p) for p in done["test_paths"]]
+        all_true.append(np.asarray(done["y_true"], dtype=int))
+        all_probs.append(np.asarray(done["probs"], dtype=np.float32).reshape(len(done["y_true"]), len(class_names)))
+        all_folds += [fold] * len(done["test_paths"])
     return _finish_cv(settings, run_dir, k, class_names, originals, size, fold_rows, all_paths, all_true, all_probs,
                       all_folds)
-
-
-def _fit_keras_fold(built, plan, labels, class_names, settings, meta, strategy, fold, k, fold_dir, size):
-    train_data = efr_data.make_dataset(
-        [s.path for s in plan["train"]], labels["train"], len(class_names), size, settings.batch_size,
-        shuffle=True, seed=settings.seed + fold, augment="online" if settings.augment == "online" else None,
-        cache=settings.cache,
-    )
-    valid_data = efr_data.make_dataset([s.path for s in plan["valid"]], labels["valid"], len(class_names), size,
-                                       settings.batch_size, cache=settings.cache)
-    log.info("fold %d/%d: train %d images (%d augmented), valid %d (subjects %s), test %d (subjects %s)",
-             fold, k, len(plan["train"]), plan["augmented_in_train"], len(plan["valid"]),
-             ", ".join(plan["valid_subjects"]), len(plan["test"]), ", ".join(plan["test_subjects"]))
-    with named_decode_errors([s.path for s in plan["train"] + plan["valid"]]):
-        return fit_model(built, train_data, valid_data, settings, meta, strategy, out_dir=fold_dir,
-                         save_files=False, prefix=f"fold {fold}: ")
 
 
 def _finish_cv(settings, run_dir, k, class_names, originals, size, fold_rows, all_paths, all_true, all_probs,
@@ -834,7 +1183,19 @@ def _finish_cv(settings, run_dir, k, class_names, originals, size, fold_rows, al
 
 
 def validate_settings(settings):
+    """Raise EFRError for a setting that cannot work (before TensorFlow is imported)."""
+    from efr.models import MIN_SEED_IMAGE_SIZE, SEED_MODEL, model_names
+
+    name = settings.name
+    model = str(settings.model).strip().lower()
     checks = [
+        (model in model_names(), f"--model {settings.model}: choose one of {', '.join(model_names())}"),
+        (not name or ("/" not in name and "\\" not in name and name not in (".", "..")),
+         f"--name {name!r}: give a plain folder name (it goes under --runs-dir {settings.runs_dir})"),
+        (settings.image_size is None or settings.image_size >= (MIN_SEED_IMAGE_SIZE if model == SEED_MODEL else 8),
+         f"--img-size {settings.image_size}: too small (the seed CNN needs {MIN_SEED_IMAGE_SIZE} or more)"),
+        (settings.gallery_size >= 0, f"--gallery-size {settings.gallery_size}: must be 0 or more"),
+        (settings.cpu_devices >= 1, f"--cpu-devices {settings.cpu_devices}: need at least 1"),
         (settings.epochs >= 1, f"--epochs {settings.epochs}: need at least 1"),
         (settings.batch_size >= 1, f"--batch-size {settings.batch_size}: need at least 1"),
         (settings.lr > 0, f"--lr {settings.lr}: must be positive"),
@@ -853,11 +1214,16 @@ def validate_settings(settings):
 
 
 def run_training(settings):
-    """Train (or cross-validate) as ``settings`` say; return a RunResult (run folder, metrics)."""
+    """Train (or cross-validate) as ``settings`` say; return a RunResult (run folder, metrics).
+
+    The settings and the Dataset are checked first, every problem at once, before
+    TensorFlow is started.
+    """
     validate_settings(settings)
     efr_data.check_dataset_dir(settings.dataset)
+    view = prepare_cross_validation(settings) if settings.folds else prepare_single_run(settings)
     strategy = make_strategy(settings.distribute, settings.cpu_devices)  # first: before TensorFlow runs an op
     set_seeds(settings.seed, settings.deterministic)
     if settings.folds:
-        return cross_validate(settings, strategy)
-    return train_once(settings, strategy)
+        return cross_validate(settings, strategy, view)
+    return train_once(settings, strategy, view)

@@ -143,3 +143,22 @@ def test_cluster_script_errors(tiny_dataset, tmp_path):
         == EXIT_USER_ERROR  # --features model without --model
     assert run(cluster_script.main, ["--dataset", str(tmp_path / "missing"), "--features", "hog",
                                      "--out", str(tmp_path / "o"), "--quiet"]) == EXIT_USER_ERROR
+
+
+def test_cluster_refuses_a_model_of_an_unfinished_run(tiny_dataset, tmp_path, caplog):
+    from efr import runstate
+    from efr.cli import EXIT_USER_ERROR, run
+    from efr.modelio import save_model
+    from efr.models import seed_cnn
+
+    import cluster as cluster_script
+
+    run_dir = tmp_path / "runs" / "r"
+    save_model(seed_cnn(3, 48), run_dir / "best.keras", {"class_names": ["Happy", "Sad", "Surprised"]})
+    runstate.write_state(run_dir, runstate.INTERRUPTED)
+    argv = ["--dataset", str(tiny_dataset), "--model", str(run_dir / "best.keras"), "--out", str(tmp_path / "o"),
+            "--pca", "8", "--methods", "kmeans", "--map", "pca", "--quiet"]
+    assert run(cluster_script.main, argv) == EXIT_USER_ERROR
+    assert "which is interrupted" in caplog.text and "--allow-unfinished" in caplog.text
+    assert not (tmp_path / "o").exists()
+    assert run(cluster_script.main, [*argv, "--allow-unfinished"]) == 0

@@ -127,6 +127,7 @@ def test_unreadable_files_are_skipped_with_reasons(copy_of, caplog):
     reasons = {p.name: why for p, why in skipped}
     assert set(reasons) == {"empty.png", "truncated.png", "text.png", "scan.tif"}
     assert "truncated" in reasons["truncated.png"] and "empty" in reasons["empty.png"]
+    assert reasons["text.png"] == "not an image (a text file)"  # what it is, not "truncated"
     assert len(kept) == len(samples) - 4
     assert "skipped 4 unreadable" in caplog.text
 

@@ -243,6 +243,7 @@ def test_unreadable_photo_is_skipped_and_reported(dataset, caplog):
     with caplog.at_level(logging.WARNING):
         assert cli("--dataset", dataset) == 0
     assert "broken.png" in caplog.text and "1 unreadable" in caplog.text
+    assert "broken.png: not an image (a text file)" in caplog.text
     rows = read_manifest(dataset)
     assert not [r for r in rows if r["parent"] == "Train/Happy/broken.png"]
     assert len([r for r in rows if r["kind"] == AUGMENTED]) == 4 * 9

@@ -1,5 +1,7 @@
 """read_image turns every common image mode into 8-bit BGR and refuses damaged files by name."""
 
+import re
+
 import cv2
 import numpy as np
 import pytest
@@ -208,3 +210,30 @@ def test_jpeg_exif_rotation_is_applied(tmp_path):
     upright = read_image(tmp_path / "phone.jpg")
     assert upright.shape == (40, 20, 3)
     assert upright[:10].mean() > 200 and upright[-10:].mean() < 50  # the band is now on top
+
+
+@pytest.mark.parametrize("name, content, what", [
+    ("notes.png", b"meeting at 10\nbring photos\n", "not an image (a text file)"),
+    ("page.jpg", b"<!DOCTYPE html><html><body>404</body></html>", "not an image (an HTML page"),
+    ("doc.jpg", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n" + b"\x00" * 40, "not an image (a PDF document)"),
+    ("archive.png", b"PK\x03\x04" + b"\x00" * 60, "not an image (a ZIP archive)"),
+    ("empty.jpg", b"", "file is empty"),
+])
+def test_a_file_that_is_no_image_is_called_what_it_is(tmp_path, name, content, what):
+    from efr.data import quick_check_image
+    from efr.imageio import diagnose_file
+
+    path = tmp_path / name
+    path.write_bytes(content)
+    assert diagnose_file(path).startswith(what)
+    assert quick_check_image(path).startswith(what)  # efe_cnn.py's check says the same
+    with pytest.raises(UnreadableImageError, match=re.escape(what)):
+        read_image(path)
+
+
+def test_a_png_named_jpg_is_read_by_its_content(tmp_path):
+    from efr.imageio import diagnose_file
+
+    path = tmp_path / "really_a.jpg"
+    path.write_bytes(cv2.imencode(".png", np.full((8, 8, 3), 90, np.uint8))[1].tobytes())
+    assert diagnose_file(path) == "" and read_image(path).shape == (8, 8, 3)

@@ -260,6 +260,7 @@ def test_unreadable_photo_in_folder_is_skipped_and_counted(model_path, photos, t
     assert run_cli(["--model", model_path, folder, "--out", out, "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "2 skipped" in printed and "broken.jpg" in printed and "truncated.jpg" in printed
+    assert "not an image (a text file)" in printed and "JPEG is truncated" in printed
     with open(out / "predictions.csv", newline="") as handle:
         assert len(list(csv.DictReader(handle))) == 6
 
@@ -381,3 +382,46 @@ def test_crop_settings_recorded_in_the_model_are_used(tmp_path, photos):
     override = efr_predict.predict(with_crop, [photos], margin=0.0, progress=False)
     for a, b, c in zip(plain.rows, wider.rows, override.rows):
         assert b.box[2] > a.box[2] and c.box == a.box
+
+
+@pytest.mark.parametrize("state", ["interrupted", "killed", "failed"])
+def test_model_of_an_unfinished_run_is_refused_unless_allowed(model_path, photos, tmp_path, caplog, state):
+    import shutil
+    import subprocess
+    import sys
+
+    from efr import runstate
+
+    run_dir = tmp_path / "runs" / "r"
+    run_dir.mkdir(parents=True)
+    shutil.copy(model_path, run_dir / "best.keras")
+    info = runstate.write_state(run_dir, runstate.RUNNING if state == "killed" else state, error="boom")
+    if state == "killed":  # a running state whose process is gone
+        gone = subprocess.Popen([sys.executable, "-c", "pass"])
+        gone.wait()
+        (run_dir / "state.json").write_text(__import__("json").dumps(dict(info, pid=gone.pid)))
+    assert run_cli(["--model", run_dir / "best.keras", photos]) == 2
+    assert "interrupted" in caplog.text if state != "failed" else "failed (boom)" in caplog.text
+    assert "--allow-unfinished" in caplog.text and f"efe_cnn.py --resume {run_dir}" in caplog.text
+    caplog.clear()
+    assert run_cli(["--model", run_dir / "best.keras", photos, "--allow-unfinished", "--quiet"]) == 0
+    assert "used anyway" in caplog.text
+    runstate.write_state(run_dir, runstate.FINISHED)
+    assert run_cli(["--model", run_dir / "best.keras", photos, "--quiet"]) == 0
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_earlier_outputs_inside_the_input_are_never_inputs(model_path, photos, tmp_path, fmt):
+    import shutil
+
+    folder = tmp_path / "photos"
+    shutil.copytree(photos, folder)
+    first = efr_predict.predict(model_path, [folder], out_dir=folder / "preds", fmt=fmt, progress=False)
+    assert first.photos == 6 and list((folder / "preds" / "annotated").rglob("*.jpg"))
+    (folder / "preds" / f"predictions.{fmt}").rename(folder / "preds" / f"renamed.{fmt}")  # whatever its name
+    second = efr_predict.predict(model_path, [folder], out_dir=tmp_path / "preds2", fmt=fmt, progress=False)
+    assert second.photos == 6  # not 12: the first run's annotated copies are left out
+    third = efr_predict.predict(model_path, [folder], out_dir=folder, fmt=fmt, progress=False)  # --out = input
+    assert third.photos == 6
+    fourth = efr_predict.predict(model_path, [folder], fmt=fmt, progress=False)
+    assert fourth.photos == 6  # the input folder's own photos still count

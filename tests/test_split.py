@@ -103,3 +103,34 @@ def test_folds_are_repeatable_and_seeded():
 def test_impossible_fold_counts_are_refused(k, message):
     with pytest.raises(EFRError, match=message):
         assign_folds(_subjects(5), k)
+
+
+def _coverage(assignment, classes):
+    return {split: set().union(*[classes[s] for s in assignment if assignment[s] == split]) for split in SPLITS}
+
+
+def test_class_aware_split_reaches_every_split_where_a_plain_one_does_not():
+    from efr.split import split_subjects_by_class
+
+    rng = random.Random(1)
+    emotions = "ABCDEFG"
+    # Few photos per person (as 82 photos of 52 people): a plain subject split leaves classes out.
+    classes = {f"p{i:02d}": set(rng.sample(emotions, rng.randint(1, 2))) for i in range(52)}
+    plain = _coverage(split_subjects(list(classes), seed=0), classes)
+    assert any(covered != set(emotions) for covered in plain.values())
+    assignment, missing = split_subjects_by_class(classes, seed=0)
+    assert missing == {}
+    assert all(covered == set(emotions) for covered in _coverage(assignment, classes).values())
+    assert Counter(assignment.values()) == dict(zip(SPLITS, split_counts(52)))  # the requested shares
+    assert split_subjects_by_class(dict(reversed(list(classes.items()))), seed=0)[0] == assignment  # repeatable
+
+
+def test_class_aware_split_says_what_cannot_reach_a_split():
+    from efr.split import split_subjects_by_class
+
+    classes = {"a": {"Happy", "Sad"}, "b": {"Happy", "Sad"}, "c": {"Happy"}, "d": {"Happy", "Sad"},
+               "e": {"Happy"}, "f": {"Happy", "Fearful"}}
+    assignment, missing = split_subjects_by_class(classes, (0.5, 0.25, 0.25), seed=3)
+    assert assignment["f"] == "Train"  # the only Fearful subject: Train needs it most
+    assert missing == {"Valid": ["Fearful"], "Test": ["Fearful"]}
+    assert "Sad" in _coverage(assignment, classes)["Test"] and "Sad" in _coverage(assignment, classes)["Valid"]

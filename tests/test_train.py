@@ -243,7 +243,7 @@ def _damage(kind):
         "no-dataset": lambda d: shutil.rmtree(d),
         "no-split": lambda d: shutil.rmtree(d / "Test"),
         "empty-class": empty_class,
-        "class-differs": lambda d: shutil.rmtree(d / "Valid" / "Neutral"),
+        "class-differs": lambda d: shutil.rmtree(d / "Train" / "Neutral"),
         "corrupt-image": corrupt_middle,
     }[kind]
 
@@ -254,7 +254,7 @@ def _damage(kind):
         ("no-dataset", (), "not found: make it with crop.py"),
         ("no-split", (), "Test not found"),
         ("empty-class", (), "has no images"),
-        ("class-differs", (), "Valid lacks Neutral"),
+        ("class-differs", (), "Train has no images of Neutral"),
         ("corrupt-image", ("--epochs", 1), "TensorFlow cannot decode this image"),
         (None, ("--batch-size", 500), "fewer than --batch-size 500"),
         (None, ("--folds", 7), "only 6 subjects"),
