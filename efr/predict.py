@@ -45,6 +45,8 @@ from efr.imageio import UnreadableImageError, atomic_path, is_image_file, read_i
 log = logging.getLogger("efr.predict")
 
 NO_FACE = "no_face"
+# --subject-norm on videos and cameras: a face track's first frames, before it has enough to centre on
+TOO_FEW_FRAMES = "too_few_frames"
 FORMATS = ("csv", "json")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 DEFAULT_BATCH_SIZE = 32
@@ -473,6 +475,64 @@ class _Found:
     rel: Path | None = None  # photos: the annotated copy's path under annotated/
 
 
+def box_iou(a, b):
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    w = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    h = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    inter = w * h
+    return inter / float(aw * ah + bw * bh - inter) if inter else 0.0
+
+
+class TrackCentring:
+    """--subject-norm on videos and cameras: each face is centred on the running mean of its face track.
+
+    A track follows a face from one analysed frame to the next by box overlap (IoU at
+    least ``min_iou``); a face that overlaps no track of the previous frame starts a new
+    one.  A track's first ``min_group - 1`` faces get the label ``too_few_frames`` and no
+    probabilities: a mean of fewer faces would centre away the expression itself.
+    Transductive like the photo case: a face's label depends on the track's earlier frames.
+    """
+
+    def __init__(self, predictor, min_group=None, min_iou=0.3):
+        from efr.features import MIN_GROUP
+
+        self.predictor = predictor
+        self.min_group = int(min_group or MIN_GROUP)
+        self.min_iou = min_iou
+        self.tracks = []  # [{"box", "sum", "count"}] of the previous analysed frame
+
+    def _match(self, boxes):
+        """Index of the previous frame's track for each box, or None (greedy by overlap)."""
+        pairs = sorted(((box_iou(b, t["box"]), i, j) for i, b in enumerate(boxes) for j, t in enumerate(self.tracks)),
+                       reverse=True)
+        matched, used = [None] * len(boxes), set()
+        for iou, i, j in pairs:
+            if iou >= self.min_iou and matched[i] is None and j not in used:
+                matched[i] = j
+                used.add(j)
+        return matched
+
+    def rows(self, found):
+        predictor = self.predictor
+        if not found.boxes:
+            return predictor.rows_for(found.source, found.frame, found.boxes, [])
+        raw = predictor.features(found.crops)
+        tracks = []
+        for box, index, vector in zip(found.boxes, self._match(found.boxes), raw):
+            track = dict(self.tracks[index]) if index is not None else {"sum": np.zeros_like(vector), "count": 0}
+            track.update(box=box, sum=track["sum"] + vector, count=track["count"] + 1)
+            tracks.append(track)
+        self.tracks = tracks
+        means = np.stack([t["sum"] / t["count"] for t in tracks])
+        probs = predictor.fusion.probabilities(raw, means)
+        rows = predictor.rows_for(found.source, found.frame, found.boxes, probs)
+        for row, track in zip(rows, tracks):
+            if track["count"] < self.min_group:
+                row.label, row.confidence, row.probabilities = TOO_FEW_FRAMES, None, {}
+        return rows
+
+
 class Runner:
     """Feeds photos and frames through detection (threads) and the model (batches)."""
 
@@ -484,6 +544,7 @@ class Runner:
         self.show = show
         self.result = PredictionResult(class_names=predictor.class_names)
         self.stopped = False  # set when the user closes the --show window
+        self.tracks = None  # TrackCentring while a video or camera runs with --subject-norm
 
     # -- detection, in worker threads --------------------------------------------------
 
@@ -522,6 +583,10 @@ class Runner:
         yield from self._flush(waiting)
 
     def _flush(self, waiting):
+        if self.tracks is not None:  # --subject-norm on a video or camera: frame by frame, in order
+            for found in waiting:
+                yield found, ([] if found.error or not found.analysed else self.tracks.rows(found))
+            return
         probs = self.predictor.classify([c for f in waiting for c in f.crops])
         start = 0
         for found in waiting:
@@ -660,6 +725,7 @@ class Runner:
         bar = tqdm(total=total if total > 0 else None, desc=f"frames of {Path(source).name}", unit="frame",
                    disable=not self.progress, leave=False)
         writer, last_rows, frames_read = None, [], 0
+        self.tracks = TrackCentring(self.predictor) if self.predictor.subject_norm else None
         # Frames are read in order in this thread; the pool overlaps detection of the
         # next frames with classification of the current batch.  A camera is classified
         # frame by frame so that the window and the rows keep up with it.
@@ -852,7 +918,8 @@ def predict(model_path, inputs=(), camera=None, out_dir=None, fmt="csv", batch_s
     Raises EFRError for an unusable model, a missing input path, or when nothing at all
     could be read.  With ``out_dir``: writes predictions.<fmt> and annotated copies.
     ``subject_norm``: for fusion models trained with --subject-norm: faces are centred on
-    their person's mean (people from RaFD names or ``subject_regex``); photos only.
+    their person's mean (photos: people from RaFD names or ``subject_regex``; videos and
+    cameras: the running mean of each face track).
     """
     if fmt not in FORMATS:
         raise EFRError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
@@ -877,10 +944,8 @@ def predict(model_path, inputs=(), camera=None, out_dir=None, fmt="csv", batch_s
         raise EFRError(f"no photos or videos found in {', '.join(str(i) for i in inputs)}")
     subjects = None
     if subject_norm:
-        if camera is not None or any(i.kind == "video" for i in items):
-            raise EFRError("--subject-norm works on photos (grouped by person); videos and cameras are not "
-                           "supported with it yet: leave them out or use a model trained without --subject-norm")
-        subjects = photo_subjects(items, subject_regex)
+        # Photos are grouped by person; video and camera faces by face track (TrackCentring).
+        subjects = photo_subjects([i for i in items if i.kind == "image"], subject_regex)
     predictor = load_predictor(model_path, allow_unfinished=allow_unfinished, cascade=cascade, margin=margin,
                                faces_only=faces_only,
                                batch_size=batch_size, max_faces=max_faces)

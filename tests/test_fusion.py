@@ -212,3 +212,32 @@ def test_flip_tta_of_a_keras_model_averages_the_mirror_image():
     both = Predictor(model, dict(meta, tta="flip"), faces_only=True).classify([face])
     assert not np.allclose(plain, mirrored)
     np.testing.assert_allclose(both, (plain + mirrored) / 2, atol=1e-6)
+
+
+def test_subject_norm_on_a_video_centres_each_face_track(norm_run, tmp_path):
+    from predict_fixtures import write_video
+
+    from efr.features import MIN_GROUP
+    from efr.predict import TOO_FEW_FRAMES
+
+    video = tmp_path / "clip.mp4"
+    frames = write_video(video, subject=2, emotions=("Happy", "Sad", "Surprised"), frames_each=2)
+    result = predict(norm_run.run_dir / "best.keras", [video], progress=False, subject_norm=True)
+    faces = [r for r in result.rows if r.box is not None]
+    assert len(faces) == frames  # one face a frame, one track
+    assert [r.label for r in faces[: MIN_GROUP - 1]] == [TOO_FEW_FRAMES] * (MIN_GROUP - 1)
+    assert all(r.probabilities == {} for r in faces[: MIN_GROUP - 1])
+    for row in faces[MIN_GROUP - 1 :]:
+        assert row.label in result.class_names
+        assert sum(row.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+    with pytest.raises(EFRError, match="trained with --subject-norm"):
+        predict(norm_run.run_dir / "best.keras", [video], progress=False)
+
+
+def test_face_tracks_follow_overlapping_boxes():
+    from efr.predict import TrackCentring, box_iou
+
+    assert box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0 and box_iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0.0
+    tracks = TrackCentring(predictor=None, min_group=3)
+    tracks.tracks = [{"box": (0, 0, 100, 100)}, {"box": (300, 0, 100, 100)}]
+    assert tracks._match([(305, 5, 100, 100), (5, 0, 100, 100), (600, 600, 50, 50)]) == [1, 0, None]
