@@ -653,7 +653,7 @@ def fit_fusion_split(built, train, valid, class_names, settings, meta, out_dir=N
     from efr import fusion
 
     history, fit = fusion.fit_fusion(built, train, valid, class_names, settings.dataset, settings.seed,
-                                     progress=True)
+                                     progress=log.isEnabledFor(logging.INFO))  # no bar with --quiet
     meta.update(fusion=fusion.fusion_meta(built), image_size=[built.image_size, built.image_size])
     if out_dir is not None:
         buffer = io.StringIO()
