@@ -46,6 +46,7 @@ from efr.manifest import FIELDS, MANIFEST_NAME, SPLITS, check_subject_disjoint, 
 from efr.rafd import ANGLES, FRONTAL_ANGLE, GAZES, RAFD_NAME, RafdNameError, parse_rafd_name
 from efr.runinfo import library_versions, machine_info, write_json
 from efr.split import DEFAULT_FRACTIONS, assign_folds, split_subjects_by_class
+from efr.synthetic import MARKER_NAME as SYNTHETIC_MARKER
 
 log = logging.getLogger("efr.crop")
 
@@ -181,11 +182,17 @@ def check_folders(src, dst):
 
 
 def scan_source(src):
-    """(image paths, ignored paths) under ``src``, both sorted; hidden folders are skipped."""
+    """(image paths, ignored paths) under ``src``, both sorted; hidden folders are skipped.
+
+    efr.synthetic's marker file (it says the photos are drawn, for the reports) is not
+    counted as an ignored file.
+    """
     images, ignored = [], []
     for folder, dirnames, filenames in os.walk(src):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
+            if name == SYNTHETIC_MARKER:
+                continue
             path = Path(folder) / name
             (images if is_image_file(path) else ignored).append(path)
     return images, ignored
@@ -856,3 +863,20 @@ def crop_dataset(src, dst, options=CropOptions(), workers=None, overwrite=False,
     summary.align = options.align
     write_json(dst / SUMMARY_NAME, asdict(summary))
     return summary
+
+
+def settings_changed(src, dst, options=CropOptions()):
+    """True when ``dst`` is a dataset crop.py made with settings other than these (a re-run needs --overwrite).
+
+    False for a new folder, and for one made with the same settings (a re-run reuses its crops).
+    """
+    check_options(options)
+    src, dst = check_folders(src, dst)
+    old = read_settings(dst)
+    if old is None:
+        return False
+    layout = options.layout
+    if layout == "auto":
+        images, _ = scan_source(src)
+        layout = detect_layout([p.relative_to(src).as_posix() for p in images])
+    return bool(settings_differences(old, settings_record(src, layout, options)))

@@ -188,8 +188,8 @@ def write_evaluation(out_dir, y_true, probs, class_names, title_suffix=""):
     return metrics
 
 
-def misclassified(paths, y_true, probs, class_names, limit=48):
-    """The wrong predictions, most confident first: dicts of path, true, predicted, confidence."""
+def misclassified(paths, y_true, probs, class_names, limit=48, subjects=None):
+    """The wrong predictions, most confident first: dicts of path, true, predicted, confidence, subject."""
     probs = np.asarray(probs)
     y_pred = probs.argmax(axis=1)
     wrong = [i for i in range(len(paths)) if y_pred[i] != y_true[i]]
@@ -200,6 +200,54 @@ def misclassified(paths, y_true, probs, class_names, limit=48):
             "true": class_names[y_true[i]],
             "predicted": class_names[y_pred[i]],
             "confidence": float(probs[i, y_pred[i]]),
+            "subject": "" if subjects is None else str(subjects[i] or ""),
         }
         for i in wrong[:limit]
     ]
+
+
+# ----------------------------------------------------------------------------------
+# What a reader of a report should not miss
+
+MIN_TEST_SUBJECTS = 5  # fewer people than this make any accuracy a statement about a handful of faces
+RISING_EPOCHS = 5  # epochs without a new lowest validation loss before the stop that count as over-fitting
+
+
+def weak_classes(per_class_recall, chance, support=None):
+    """Classes (with test photos) whose recall is at or below chance."""
+    return [c for c, r in per_class_recall.items() if r <= chance + 1e-12 and (support is None or support.get(c, 0))]
+
+
+def epochs_after_best(history):
+    """(epochs run after the lowest validation loss, best epoch number, epochs run); None without val_loss."""
+    losses = [row.get("val_loss") for row in history]
+    if not losses or not all(isinstance(v, float) for v in losses):
+        return None
+    best = int(np.argmin(losses))
+    return len(losses) - 1 - best, best + 1, len(losses)
+
+
+def report_flags(per_class_recall, chance, support=None, histories=(), test_subjects=None, synthetic=False):
+    """Plain-text warnings for a report: weak classes, over-fitting, few test subjects, synthetic data.
+
+    ``histories``: [(label, history rows)] (one per fold for cross-validation);
+    ``test_subjects``: the number of distinct test people (None when unknown).
+    """
+    flags = []
+    weak = weak_classes(per_class_recall, chance, support)
+    if weak:
+        flags.append(f"Recall at or below chance ({chance:.3f}) for {', '.join(weak)}: the model does not "
+                     "recognise these classes better than guessing.")
+    for label, history in histories:
+        after = epochs_after_best(history)
+        if after and after[0] >= RISING_EPOCHS:
+            flags.append(f"{label}validation loss rose for {after[0]} epochs after its lowest point (epoch "
+                         f"{after[1]} of {after[2]}) before training stopped: the model over-fitted; the weights "
+                         f"kept are those of epoch {after[1]}.")
+    if test_subjects is not None and test_subjects < MIN_TEST_SUBJECTS:
+        flags.append(f"The test set holds only {test_subjects} subject(s) (fewer than {MIN_TEST_SUBJECTS}): "
+                     "the accuracy says little about new people; prefer cross-validation (--folds).")
+    if synthetic:
+        flags.append("Synthetic data (efr.synthetic cartoon faces): these numbers show that the code works, "
+                     "not how a model does on real photos.")
+    return flags

@@ -32,6 +32,8 @@ figure img { max-width: 100%; border: 1px solid #eee; }
 .face { width: 112px; font-size: 0.78em; text-align: center; }
 .face img { width: 96px; height: 96px; image-rendering: auto; border: 1px solid #ccc; }
 .wrong { color: #b00; } .note { color: #555; font-size: 0.9em; }
+.flags { background: #fff4e5; border: 1px solid #f0b45a; padding: 0.3em 1em; margin: 1em 0; }
+.flags h2 { border: none; margin-top: 0.4em; } .caption { color: #444; word-break: break-all; }
 """
 
 _CHECK_SCRIPT = """
@@ -56,11 +58,15 @@ def png_file_uri(path):
         raise EFRError(f"{path}: cannot read the plot for the report ({err.strerror})") from err
 
 
-def thumbnail_uri(path, side=THUMBNAIL_SIDE):
-    """A small PNG data URI of an image file (the face as the model saw it, before resizing)."""
-    image = read_image(path)
+def image_uri(image, side=THUMBNAIL_SIDE):
+    """A small PNG data URI of a BGR image."""
     image = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
     return data_uri(encode_image(image, ".png"))
+
+
+def thumbnail_uri(path, side=THUMBNAIL_SIDE):
+    """A small PNG data URI of an image file (the face as the model saw it, before resizing)."""
+    return image_uri(read_image(path), side)
 
 
 def _esc(value):
@@ -79,34 +85,69 @@ def table_html(header, rows):
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _caption(item):
+    """File name and (when known) subject of a gallery face, as HTML."""
+    name = Path(item["path"]).name
+    subject = item.get("subject")
+    who = f"<br>subject {_esc(subject)}" if subject else ""
+    return f'<span class="caption">{_esc(name)}</span>{who}'
+
+
 def gallery_html(items):
-    """Thumbnails of misclassified faces: dicts with path, true, predicted, confidence."""
+    """Thumbnails of misclassified faces: dicts with path, true, predicted, confidence (and subject).
+
+    The thumbnail is made from ``item["image"]`` (a BGR face crop) when given, else
+    read from ``item["path"]``.
+    """
     if not items:
         return "<p>No misclassified test faces.</p>"
     cells = []
     for item in items:
         try:
-            src = thumbnail_uri(item["path"])
+            image = item.get("image")
+            src = thumbnail_uri(item["path"]) if image is None else image_uri(image)
         except EFRError as err:  # a file removed since prediction: say so in place of the picture
             log.warning("report: no thumbnail for %s (%s)", item["path"], err)
-            cells.append(f'<div class="face">(missing)<br>{_esc(Path(item["path"]).name)}</div>')
+            cells.append(f'<div class="face">(missing)<br>{_caption(item)}</div>')
             continue
         name = Path(item["path"]).name
         cells.append(
-            f'<div class="face"><img src="{src}" alt="{_esc(name)}" title="{_esc(name)}"><br>'
+            f'<div class="face"><img src="{src}" alt="{_esc(name)}" title="{_esc(item["path"])}"><br>'
             f'true: {_esc(item["true"])}<br><span class="wrong">pred: {_esc(item["predicted"])}</span>'
-            f'<br>{item["confidence"]:.0%} sure</div>'
+            f'<br>{item["confidence"]:.0%} sure<br>{_caption(item)}</div>'
         )
     return '<div class="gallery">' + "".join(cells) + "</div>"
 
 
-def render_report(title, summary, tables=(), figures=(), gallery=(), gallery_total=None, notes=()):
+def flags_html(flags):
+    """The warnings a reader should not miss, in a box above everything else."""
+    if not flags:
+        return ""
+    items = "".join(f'<li class="flag">{_esc(f)}</li>' for f in flags)
+    return f'<div class="flags"><h2>Read this first</h2><ul>{items}</ul></div>'
+
+
+def links_html(links):
+    """Links to the run's own files (relative, so the folder can move): [(label, file name)]."""
+    if not links:
+        return ""
+    items = "".join(f'<li><a href="{_esc(href)}">{_esc(label)}</a></li>' for label, href in links)
+    return f"<p>Files of this run:</p><ul class=\"links\">{items}</ul>"
+
+
+SUMMARY_HEADER = ("measure", "value")
+
+
+def render_report(title, summary, tables=(), figures=(), gallery=(), gallery_total=None, notes=(), flags=(),
+                  provenance=(), links=()):
     """The HTML text of a report.
 
     ``summary``: [(label, value)]; ``tables``: [(heading, header, rows)];
     ``figures``: [(caption, png path)]; ``gallery``: misclassified items;
     ``gallery_total``: how many were wrong in all (the gallery may show fewer);
-    ``notes``: paragraphs of plain text.
+    ``notes``: paragraphs of plain text; ``flags``: warnings shown in a box first;
+    ``provenance``: [(label, value)] (date, versions, command); ``links``:
+    [(label, file name)] of the run's own files.
     """
     parts = [
         "<!DOCTYPE html>",
@@ -114,7 +155,8 @@ def render_report(title, summary, tables=(), figures=(), gallery=(), gallery_tot
         f"<title>{_esc(title)}</title><style>{_STYLE}</style>",
         f"<script>{_CHECK_SCRIPT}</script></head><body>",
         f"<h1>{_esc(title)}</h1>",
-        table_html(("", "value"), summary),
+        flags_html(flags),
+        table_html(SUMMARY_HEADER, summary),
     ]
     for note in notes:
         parts.append(f'<p class="note">{_esc(note)}</p>')
@@ -133,12 +175,23 @@ def render_report(title, summary, tables=(), figures=(), gallery=(), gallery_tot
     shown = f" (the {len(gallery)} most confident of {total})" if total > len(gallery) else ""
     parts.append(f"<h2>Misclassified test faces{_esc(shown)}</h2>")
     parts.append(gallery_html(gallery))
+    if provenance or links:
+        parts.append("<h2>Provenance</h2>")
+        parts.append(table_html(("item", "value"), provenance))
+        parts.append(links_html(links))
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
 
-def write_report(path, title, summary, tables=(), figures=(), gallery=(), gallery_total=None, notes=()):
+def existing_links(folder, names):
+    """[(name, name)] of the files in ``names`` that exist in ``folder`` (for ``links``)."""
+    return [(name, name) for name in names if (Path(folder) / name).is_file()]
+
+
+def write_report(path, title, summary, tables=(), figures=(), gallery=(), gallery_total=None, notes=(), flags=(),
+                 provenance=(), links=()):
     """Write ``render_report(...)`` to ``path`` atomically; return the path."""
     path = Path(path)
-    write_text_atomic(path, render_report(title, summary, tables, figures, gallery, gallery_total, notes))
+    write_text_atomic(path, render_report(title, summary, tables, figures, gallery, gallery_total, notes, flags,
+                                          provenance, links))
     return path

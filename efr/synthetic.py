@@ -44,6 +44,10 @@ from efr.rafd import ANGLES, FRONTAL_ANGLE, GAZES, format_rafd_name
 
 RAFD_SIZE = (681, 1024)  # (width, height) of a RaFD photo
 JPEG_QUALITY = 95
+# Written beside the photos, so that reports made from them can say the data is synthetic.
+MARKER_NAME = "EFR_SYNTHETIC.txt"
+MARKER_TEXT = ("These photos were drawn by efr.synthetic (cartoon faces, not people). Models trained or\n"
+               "evaluated on them show that the code works, not how it does on real photos.\n")
 
 
 class SyntheticFaceError(EFRError):
@@ -927,7 +931,8 @@ def generate_rafd_like(out_dir, subjects=10, emotions=EMOTIONS, gazes=("frontal"
 
     Subjects are numbered from 1.  Files that already hold the same bytes are left
     alone, so re-running is cheap and does not touch modification times.  Returns
-    the paths, in generation order.
+    the paths, in generation order.  Also writes the marker file MARKER_NAME, which
+    reports use to flag synthetic data (``is_synthetic_folder``).
     """
     if _check_number("subjects", subjects) < 1:
         raise SyntheticFaceError(f"subjects must be at least 1, got {subjects}")
@@ -947,7 +952,15 @@ def generate_rafd_like(out_dir, subjects=10, emotions=EMOTIONS, gazes=("frontal"
         if not (path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data):
             write_bytes_atomic(path, data)
         paths.append(path)
+    marker = out_dir / MARKER_NAME
+    if not marker.is_file():
+        write_bytes_atomic(marker, MARKER_TEXT.encode("utf-8"))
     return paths
+
+
+def is_synthetic_folder(folder):
+    """True when ``folder`` holds photos made by ``generate_rafd_like`` (its marker file is there)."""
+    return folder is not None and (Path(folder) / MARKER_NAME).is_file()
 
 
 # ----------------------------------------------------------------------------------

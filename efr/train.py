@@ -26,6 +26,7 @@ the class names.  TensorFlow is imported only when a function needs it.
 """
 
 import csv
+import importlib.util
 import io
 import json
 import logging
@@ -49,8 +50,10 @@ from efr.manifest import SPLITS
 from efr.fusion import FusionBuilt
 from efr.models import FUSION_MODEL, build_model, compile_model
 from efr.modelio import load_model, save_model
-from efr.runinfo import library_versions, machine_info, write_json
+from efr.runinfo import library_versions, machine_info, provenance_rows, write_json
 from efr.split import assign_folds
+from efr.stats import format_interval, subject_bootstrap_interval, wilson_interval
+from efr.synthetic import is_synthetic_folder
 from efr.transfer import TRAINING_DEFAULTS
 
 log = logging.getLogger(__name__)
@@ -62,6 +65,10 @@ DEFAULT_PATIENCE = 3
 DEFAULT_CV_VALID_FRACTION = 0.2
 PREDICT_BATCH_SIZE = 64
 TTA_MODES = ("none", "flip")
+TENSORBOARD_DIR = "tensorboard"
+# The run's own files a report links to (those that exist).
+RUN_FILES = ("args.json", "history.csv", "metrics.json", "test_predictions.csv", "cv.csv", "classification_report.txt",
+             "confusion_matrix.csv")
 
 
 @dataclass
@@ -98,6 +105,7 @@ class TrainSettings:
     backbone: str = "fer2013"
     fusion_parts: str = "trunk,hog,landmarks"
     subject_norm: bool = False
+    tensorboard: bool = False  # also write TensorBoard logs (run folder / tensorboard)
 
     def __post_init__(self):
         # Training values left None take the model's defaults, so args.json records the values used.
@@ -372,6 +380,10 @@ def fit_model(built, train_data, valid_data, settings, meta, strategy, out_dir=N
             callbacks.append(PhaseCSVLogger(history_file, phase, append=index > 0 or history_file.is_file()))
         if save_files:
             callbacks.append(LastModelSaver(out_dir / "last.keras", meta))
+        if settings.tensorboard and out_dir is not None:
+            import keras
+
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out_dir / TENSORBOARD_DIR)))
         callbacks += [*extra_callbacks, best, stopping]
         if resumable:
             callbacks.append(TrainingCheckpoint(out_dir, index, phase_start, best, stopping))
@@ -706,10 +718,11 @@ def _model_args(built):
     }
 
 
-def _summary_rows(metrics, extra):
+def _summary_rows(metrics, evidence, extra):
     rows = [(k, v) for k, v in extra]
     rows += [
         ("test accuracy", metrics["accuracy"]),
+        *evidence_rows(evidence),
         ("chance accuracy", metrics["chance_accuracy"]),
         ("macro-F1", metrics["macro_f1"]),
     ]
@@ -801,6 +814,48 @@ def fit_and_score(built, settings, strategy, parts, class_names, meta, out_dir, 
     return UnitResult(fit, [s.path for s in parts["test"]], y_true, predicted["probs"], predicted)
 
 
+def synthetic_dataset(dataset):
+    """True when the Dataset was cropped from efr.synthetic photos (flagged in the report)."""
+    crop = read_crop_settings(dataset) or {}
+    return is_synthetic_folder(crop.get("src"))
+
+
+def accuracy_evidence(correct, subjects, seed=0):
+    """Wilson 95 % interval, subject-bootstrap 95 % interval and subject count of 0/1 results per photo."""
+    correct = np.asarray(correct, dtype=int)
+    known = [s for s in subjects if s]
+    bootstrap = subject_bootstrap_interval(correct, subjects, seed=seed) if len(known) == len(correct) else None
+    wilson = list(wilson_interval(int(correct.sum()), len(correct)))
+    return {
+        "accuracy_ci95": wilson,
+        "accuracy_ci95_method": "Wilson score interval over photos",
+        "accuracy_ci95_wilson": wilson,
+        "accuracy_ci95_subject_bootstrap": None if bootstrap is None else list(bootstrap),
+        "test_photos": int(len(correct)),
+        "test_subject_count": len(set(known)) if known else None,
+    }
+
+
+def evidence_rows(evidence):
+    """Summary rows for the interval(s) and the photos / subjects they rest on."""
+    rows = [("accuracy 95% interval (Wilson, photos)", format_interval(evidence["accuracy_ci95_wilson"]))]
+    if evidence.get("accuracy_ci95_subject_bootstrap"):
+        rows.append(("accuracy 95% interval (bootstrap over subjects)",
+                     format_interval(evidence["accuracy_ci95_subject_bootstrap"])))
+    subjects = evidence.get("test_subject_count")
+    rows.append(("test photos / subjects", f"{evidence['test_photos']} / {'unknown' if subjects is None else subjects}"))
+    return rows
+
+
+def provenance(run_dir):
+    """(provenance rows, links to the run's files) for report.html; versions and start time from args.json."""
+    try:
+        args = json.loads((Path(run_dir) / "args.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        args = {}
+    return provenance_rows(args.get("versions"), args.get("started_utc")), report.existing_links(run_dir, RUN_FILES)
+
+
 # ----------------------------------------------------------------------------------
 # One run on Train / Valid / Test
 
@@ -857,8 +912,11 @@ def _train_once_in(run_dir, resuming, built, settings, strategy, view):
     write_text_atomic(run_dir / "test_predictions.csv", predictions_csv(test_paths, y_true, probs, class_names))
     history = evaluate.read_history(run_dir / "history.csv")
     evaluate.plot_history(history, run_dir / "curves.png", title=f"{run_dir.name}: training curves")
+    test_subjects = [s.subject for s in test]
+    evidence = accuracy_evidence(probs.argmax(axis=1) == y_true, test_subjects, settings.seed)
     results = {
         "test_accuracy": metrics["accuracy"],
+        **evidence,
         "macro_f1": metrics["macro_f1"],
         "chance_accuracy": metrics["chance_accuracy"],
         "per_class_recall": metrics["per_class_recall"],
@@ -882,14 +940,19 @@ def _train_once_in(run_dir, resuming, built, settings, strategy, view):
         plain = float((unit.predicted["probs_plain"].argmax(axis=1) == y_true).mean())
         results.update(plain_test_accuracy=plain, transductive=True)
         notes.append(_transductive_note(plain, metrics["accuracy"]))
-    wrong = evaluate.misclassified(test_paths, y_true, probs, class_names, limit=settings.gallery_size)
+    wrong = evaluate.misclassified(test_paths, y_true, probs, class_names, limit=settings.gallery_size,
+                                   subjects=test_subjects)
     n_wrong = int((probs.argmax(axis=1) != y_true).sum())
     # metrics.json and report.html mark a finished run: written last, just before its state says so.
     write_json(run_dir / "metrics.json", results)
+    flags = evaluate.report_flags(metrics["per_class_recall"], metrics["chance_accuracy"], metrics["support"],
+                                  histories=[("", history)], test_subjects=evidence["test_subject_count"],
+                                  synthetic=synthetic_dataset(settings.dataset))
+    rows, links = provenance(run_dir)
     report.write_report(
         run_dir / "report.html",
         f"EFR training run {run_dir.name}",
-        _summary_rows(metrics, [
+        _summary_rows(metrics, evidence, [
             ("model", f"{settings.model} ({size} x {size}, {built.model.count_params():,} parameters)"),
             ("dataset", str(settings.dataset)),
             ("images Train / Valid / Test", f"{len(train)} / {len(valid)} / {len(test)}"),
@@ -908,6 +971,9 @@ def _train_once_in(run_dir, resuming, built, settings, strategy, view):
                *notes]
         + _coverage_notes(view.missing)
         + (["This run was interrupted and resumed from its last completed epoch."] if resuming else []),
+        flags=flags,
+        provenance=rows,
+        links=links,
     )
     log.info("test accuracy %.3f (chance %.3f), macro-F1 %.3f; report %s", metrics["accuracy"],
              metrics["chance_accuracy"], metrics["macro_f1"], run_dir / "report.html")
@@ -1118,10 +1184,18 @@ def _finish_cv(settings, run_dir, k, class_names, originals, size, fold_rows, al
     evaluate.plot_fold_scores(fold_rows, run_dir / "cv_scores.png")
     accuracies = np.array([r["accuracy"] for r in fold_rows])
     f1s = np.array([r["macro_f1"] for r in fold_rows])
+    subject_of = {str(s.path): s.subject for s in originals}
+    all_subjects = [subject_of.get(str(p), "") for p in all_paths]
+    evidence = accuracy_evidence(probs.argmax(axis=1) == y_true, all_subjects, settings.seed)
+    # For CV the headline interval is the subject bootstrap (photos of one person are not independent).
+    if evidence["accuracy_ci95_subject_bootstrap"]:
+        evidence["accuracy_ci95"] = evidence["accuracy_ci95_subject_bootstrap"]
+        evidence["accuracy_ci95_method"] = "percentile bootstrap over subjects (2000 resamples), pooled folds"
     results = {
         "folds": k,
         "accuracy_mean": float(accuracies.mean()),
         "accuracy_std": float(accuracies.std(ddof=1)),
+        **evidence,
         "macro_f1_mean": float(f1s.mean()),
         "macro_f1_std": float(f1s.std(ddof=1)),
         "test_accuracy": pooled["accuracy"],  # pooled over all held-out photos
@@ -1142,7 +1216,14 @@ def _finish_cv(settings, run_dir, k, class_names, originals, size, fold_rows, al
                               f"{plain.mean():.3f} ± {plain.std(ddof=1):.3f}"))
         notes.append(_transductive_note(plain.mean(), results["accuracy_mean"]))
     write_json(run_dir / "metrics.json", results)
-    wrong = evaluate.misclassified(all_paths, y_true, probs, class_names, limit=settings.gallery_size)
+    wrong = evaluate.misclassified(all_paths, y_true, probs, class_names, limit=settings.gallery_size,
+                                   subjects=all_subjects)
+    histories = [(f"Fold {r['fold']}: ", evaluate.read_history(run_dir / f"fold{r['fold']}" / "history.csv"))
+                 for r in fold_rows]
+    flags = evaluate.report_flags(pooled["per_class_recall"], pooled["chance_accuracy"], pooled["support"],
+                                  histories=histories, test_subjects=evidence["test_subject_count"],
+                                  synthetic=synthetic_dataset(settings.dataset))
+    rows, links = provenance(run_dir)
     report.write_report(
         run_dir / "report.html",
         f"EFR {k}-fold cross-validation {run_dir.name}",
@@ -1155,6 +1236,7 @@ def _finish_cv(settings, run_dir, k, class_names, originals, size, fold_rows, al
             ("macro-F1 mean ± std over folds", f"{results['macro_f1_mean']:.3f} ± {results['macro_f1_std']:.3f}"),
             *summary_extra,
             ("pooled accuracy", pooled["accuracy"]),
+            *evidence_rows(evidence),
             ("chance accuracy", pooled["chance_accuracy"]),
             ("seed", settings.seed),
         ],
@@ -1171,6 +1253,9 @@ def _finish_cv(settings, run_dir, k, class_names, originals, size, fold_rows, al
         gallery=wrong,
         gallery_total=int((probs.argmax(axis=1) != y_true).sum()),
         notes=["Every photo is predicted once, by the model of the fold that held its subject out.", *notes],
+        flags=flags,
+        provenance=rows,
+        links=links,
     )
     log.info("cross-validation: accuracy %.3f ± %.3f, macro-F1 %.3f ± %.3f over %d folds; report %s",
              results["accuracy_mean"], results["accuracy_std"], results["macro_f1_mean"], results["macro_f1_std"],
@@ -1211,6 +1296,10 @@ def validate_settings(settings):
     for ok, message in checks:
         if not ok:
             raise EFRError(message)
+    if settings.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        # Keras' TensorBoard callback writes through tf.summary, which needs the tensorboard package.
+        raise EFRError("--tensorboard needs the tensorboard package: pip install tensorboard "
+                       "(or pip install 'efr[tensorboard]')")
 
 
 def run_training(settings):

@@ -58,5 +58,5 @@ def test_demo_refuses_too_few_subjects(tmp_path, caplog):
 
 def test_command_line_shortens_long_input_lists():
     demo = load_demo()
-    line = demo.command_line("predict.py", ["--model", "m.keras"] + [f"p{i}.jpg" for i in range(30)])
-    assert line.startswith("$ python predict.py --model m.keras p0.jpg") and "(20 more)" in line
+    line = demo.command_line("predict", ["--model", "m.keras"] + [f"p{i}.jpg" for i in range(30)])
+    assert line.startswith("$ efr predict --model m.keras p0.jpg") and "(20 more)" in line

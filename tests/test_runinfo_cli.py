@@ -3,7 +3,7 @@ import logging
 
 from efr.cli import EXIT_USER_ERROR, run
 from efr.errors import EFRError
-from efr.runinfo import library_versions, write_json
+from efr.runinfo import command_line, git_commit, library_versions, provenance_rows, write_json
 
 
 def test_versions_name_the_libraries_a_run_depends_on():
@@ -29,3 +29,11 @@ def test_user_error_becomes_exit_2_and_one_message(caplog):
 def test_return_code_passes_through():
     assert run(lambda argv: None, []) == 0
     assert run(lambda argv: 3, []) == 3
+
+
+def test_provenance_names_date_version_commit_libraries_and_command(tmp_path):
+    rows = dict(provenance_rows(argv=["/usr/local/bin/efr", "train", "--dataset", "My Data"]))
+    assert rows["EFR version"] and "numpy" in rows["libraries"] and rows["date (UTC)"].startswith("20")
+    assert rows["command"] == "efr train --dataset 'My Data'"
+    assert command_line(["/x/efr/__main__.py", "crop"]) == "python -m efr crop"
+    assert git_commit(tmp_path) is None  # not a checkout

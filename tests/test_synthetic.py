@@ -7,7 +7,7 @@ from efr.emotions import EMOTIONS
 from efr.errors import EFRError
 from efr.faces import detect_faces, load_cascade
 from efr.rafd import ANGLES, GAZES, parse_rafd_name
-from efr.synthetic import generate_rafd_like, main, render_face, subject_identity
+from efr.synthetic import MARKER_NAME, generate_rafd_like, is_synthetic_folder, main, render_face, subject_identity
 
 SMALL = (170, 256)  # (width, height): a quarter of RaFD's 681x1024, for speed
 
@@ -23,7 +23,8 @@ def test_names_parse_back_for_all_gazes_and_angles(tmp_path):
     paths = generate_rafd_like(tmp_path, subjects=2, emotions=("Happy", "Sad"), gazes=GAZES, angles=ANGLES,
                                size=SMALL)
     assert len(paths) == 2 * 2 * len(GAZES) * len(ANGLES)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)  # no temp files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([p.name for p in paths] + [MARKER_NAME])  # no temp files
+    assert is_synthetic_folder(tmp_path) and not is_synthetic_folder(tmp_path / "elsewhere")
     seen = set()
     for path in paths:
         name = parse_rafd_name(path.name)

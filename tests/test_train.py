@@ -20,6 +20,7 @@ import efe_cnn
 from efr import data, train
 from efr.cli import EXIT_USER_ERROR, run
 from efr.emotions import EMOTIONS
+from efr.stats import format_interval, wilson_interval
 from efr.manifest import read_manifest
 from efr.modelio import load_model, read_meta
 from efr.models import BuiltModel
@@ -125,6 +126,24 @@ def test_run_report_renders_in_chromium(trained, tmp_path):
     assert f"{metrics['test_accuracy']:.4f}" in text and "Misclassified test faces" in text
 
 
+def test_report_gives_interval_subjects_flags_and_provenance(trained):
+    metrics = json.loads((trained / "metrics.json").read_text())
+    with open(trained / "test_predictions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    correct = sum(r["true"] == r["predicted"] for r in rows)
+    assert metrics["accuracy_ci95"] == pytest.approx(list(wilson_interval(correct, len(rows))))
+    assert metrics["accuracy_ci95"][0] <= metrics["test_accuracy"] <= metrics["accuracy_ci95"][1]
+    assert metrics["test_subject_count"] == len(metrics["test_subjects"]) == 3
+    text = (trained / "report.html").read_text()
+    assert "<th>measure</th>" in text and "test photos / subjects</td><td>72 / 3" in text
+    assert format_interval(metrics["accuracy_ci95"]) in text
+    assert "only 3 subject(s)" in text  # flag: fewer than 5 test subjects
+    for name in ("args.json", "history.csv", "metrics.json", "test_predictions.csv"):
+        assert f'<a href="{name}">' in text
+    assert "git commit" in text and "EFR version" in text and "tensorflow" in text
+    assert "subject 1" in text or "subject 0" in text  # gallery captions name the subject
+
+
 def test_existing_run_name_is_refused_unless_exist_ok(trained, dataset, caplog):
     before = (trained / "metrics.json").read_bytes()
     code = _train(dataset, trained.parent, "--name", "t", "--img-size", 48, "--epochs", 1)
@@ -157,6 +176,28 @@ def test_cross_validation_is_subject_disjoint(small, tmp_path):
     with open(run_dir / "test_predictions.csv", newline="") as handle:
         predicted = [row["path"] for row in csv.DictReader(handle)]
     assert len(set(predicted)) == 48 and not any("__aug-" in p for p in predicted)
+    # Uncertainty: mean ± std over folds and a bootstrap over the 6 subjects around the pooled accuracy.
+    low, high = metrics["accuracy_ci95_subject_bootstrap"]
+    assert metrics["accuracy_ci95"] == [low, high] and low <= metrics["test_accuracy"] <= high
+    assert metrics["test_subject_count"] == 6 and metrics["test_photos"] == 48
+    text = (run_dir / "report.html").read_text()
+    assert "bootstrap over subjects" in text and "accuracy mean ± std over folds" in text
+
+
+def test_tensorboard_logs_go_into_the_run_folder(small, tmp_path):
+    pytest.importorskip("tensorboard", reason="--tensorboard needs the tensorboard package (the test extra has it)")
+    assert _train(small, tmp_path, "--name", "tb", "--img-size", 32, "--epochs", 1, "--batch-size", 8,
+                  "--tensorboard") == 0
+    logs = tmp_path / "tb" / "tensorboard"
+    assert list((logs / "train").glob("events.out.tfevents*")) and list((logs / "validation").glob("events.*"))
+
+
+def test_tensorboard_without_its_package_is_refused_before_training(small, tmp_path, caplog, monkeypatch):
+    real = train.importlib.util.find_spec
+    monkeypatch.setattr(train.importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else
+                        real(name, *a))
+    assert _train(small, tmp_path, "--name", "tb", "--tensorboard") == EXIT_USER_ERROR
+    assert "pip install tensorboard" in caplog.text and not (tmp_path / "tb").exists()
 
 
 def test_cv_folds_keep_augmented_copies_with_their_training_parents(small):

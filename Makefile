@@ -1,0 +1,27 @@
+# Two commands on a fresh clone (Python 3.10+ and pip are all they need):
+#   make demo   create .venv when missing, install EFR and its test dependencies into it, run the demo
+#   make test   the same set-up, then the test suite (what .ci/run calls)
+# Options: VENV=path (another environment), PYTHON=python3.11 (the interpreter that makes it),
+#          ARGS="..." (passed to the demo or to pytest, e.g. make test ARGS="-m \"not slow\"").
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Installed once, again only when the package definition changes.
+STAMP := $(VENV)/.efr-installed
+
+.PHONY: demo test install
+
+demo: $(STAMP)
+	$(BIN)/efr demo $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(ARGS)
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $(STAMP)

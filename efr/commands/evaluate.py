@@ -1,0 +1,100 @@
+"""`efr evaluate` / evaluate.py: score a trained model on a labelled photo folder it never saw (cross-dataset).
+
+    efr evaluate --model runs/NAME/best.keras --data other-set/ --out runs/NAME/eval-other
+    efr evaluate --model runs/NAME/best.keras --data jaffe/ --subject-regex '^([A-Z]{2})\\.'
+    efr evaluate --model runs/NAME/best.keras --data Dataset2/Test --faces-only
+
+Labels come from RaFD file names or <Emotion>/ folders (aliases accepted); faces are found
+as in training.  Writes metrics.json, predictions.csv, confusion matrices, the per-class
+report and report.html into --out.  Reference: docs/evaluate.md.
+"""
+
+import argparse
+from pathlib import Path
+
+from efr.cli import add_common_arguments, setup_logging
+
+SUMMARY = "score a trained model on a labelled photo folder it never saw (cross-dataset evaluation)"
+PARSER_KWARGS = {"description": __doc__.replace("`efr evaluate` / ", ""),
+                 "formatter_class": argparse.RawDescriptionHelpFormatter}
+
+
+def add_arguments(parser):
+    """evaluate's options: the one place they are defined."""
+    from efr.crosseval import LAYOUTS
+
+    parser.add_argument("--model", required=True, help="a model saved by efe_cnn.py, e.g. runs/NAME/best.keras")
+    parser.add_argument("--data", required=True, help="folder of labelled photos (RaFD names or <Emotion>/ folders; "
+                        "searched recursively; never modified)")
+    parser.add_argument("--out", default=None, help="output folder (default: eval-<data folder name> beside the model)")
+    parser.add_argument("--exist-ok", action="store_true", help="write into an existing --out that holds other files")
+    parser.add_argument("--layout", choices=LAYOUTS, default="auto",
+                        help="rafd: labels from RaFD file names; folders: from <Emotion>/ folders (default auto)")
+    parser.add_argument("--subject-regex", default=None,
+                        help=r"folders layout: regex on the file name whose first group is the subject id "
+                        r"(e.g. '^([A-Z]{2})\.' for JAFFE); gives the subject count and the subject bootstrap")
+    parser.add_argument("--faces-only", action="store_true",
+                        help="the photos are already face crops (a Dataset split): skip face detection")
+    parser.add_argument("--cascade", default=None,
+                        help="Haar cascade (default: the one the model's training crops used)")
+    parser.add_argument("--margin", type=float, default=None,
+                        help="border around each face as a fraction of its side (default: as in training)")
+    parser.add_argument("--batch-size", type=int, default=32, help="faces per model call (default 32)")
+    parser.add_argument("--workers", type=int, default=None, help="face-detection threads (default: all cores)")
+    parser.add_argument("--gallery-size", type=int, default=48, help="misclassified faces shown in report.html")
+    add_common_arguments(parser)
+    return parser
+
+
+def build_parser(prog=None):
+    return add_arguments(argparse.ArgumentParser(prog=prog, **PARSER_KWARGS))
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
+
+
+def default_out(model, data):
+    return Path(model).parent / f"eval-{Path(data).resolve().name}"
+
+
+def settings_from_args(args):
+    from efr.crosseval import EvalSettings
+
+    out = args.out if args.out is not None else default_out(args.model, args.data)
+    return EvalSettings(model=args.model, data=args.data, out=str(out), faces_only=args.faces_only,
+                        layout=args.layout, subject_regex=args.subject_regex, cascade=args.cascade,
+                        margin=args.margin, batch_size=args.batch_size, workers=args.workers,
+                        gallery_size=args.gallery_size, seed=args.seed, exist_ok=args.exist_ok)
+
+
+def result_lines(metrics, out_dir):
+    from efr.stats import format_interval
+
+    counts = metrics["photos"]
+    lines = [
+        f"accuracy over {counts['scored_faces']} faces found: {metrics['accuracy_faces']:.3f} "
+        f"{format_interval(metrics['accuracy_faces_ci95'])} (chance {metrics['chance_accuracy']:.3f})",
+        f"accuracy over all {counts['scored_faces'] + counts['no_face']} photos (no face = wrong): "
+        f"{metrics['accuracy_all_photos']:.3f} {format_interval(metrics['accuracy_all_photos_ci95'])}",
+    ]
+    if metrics["classes_not_in_set"]:
+        outside = metrics["answers_outside_set"]
+        lines.append(f"scored on {len(metrics['set_classes'])} shared classes; answers with a class the set lacks "
+                     f"({', '.join(metrics['classes_not_in_set'])}): {outside['count']} ({outside['fraction']:.1%})")
+    lines.append(f"report: {Path(out_dir) / 'report.html'}")
+    return lines
+
+
+def run_args(args):
+    setup_logging(args.quiet, args.verbose)
+    from efr.crosseval import evaluate_folder
+
+    result = evaluate_folder(settings_from_args(args))
+    print("\n".join(result_lines(result.metrics, result.out_dir)))
+    return result
+
+
+def main(argv=None):
+    run_args(parse_args(argv))
+    return 0

@@ -1,0 +1,271 @@
+"""`efr pipeline`: raw photos to report in one command.
+
+    efr pipeline --src PHOTOS --out PROJECT                      # crop -> augment -> train -> report
+    efr pipeline --src PHOTOS --out PROJECT --folds 5            # ... with subject-disjoint 5-fold CV
+    efr pipeline --src jaffe --out P --subject-regex '^([A-Z]{2})\\.' --img-size 96 --epochs 40
+
+Everything goes into PROJECT: Dataset/ (crop, augment), runs/<name>/ (train, report.html)
+and pipeline.json (what was run with which settings).  Running it again skips what is
+already complete with the same settings: crop reuses every crop it made, augment every
+copy, and a training run with the same settings on the same Dataset (manifest) is not
+repeated.  Every option of crop, augment and train is accepted (an option two stages
+share, such as --seed, --workers or --folds, goes to both).  Reference: docs/pipeline.md.
+"""
+
+import argparse
+import copy
+import hashlib
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+from efr.cli import setup_logging
+from efr.errors import EFRError
+from efr.runinfo import write_json
+
+log = logging.getLogger("efr.pipeline")
+
+SUMMARY = "raw photos -> crop -> augment -> train (or K-fold CV) -> report, in one project folder"
+PARSER_KWARGS = {"description": __doc__.replace("`efr pipeline`: ", ""),
+                 "formatter_class": argparse.RawDescriptionHelpFormatter}
+STAGES = ("crop", "augment", "train")
+# Options the pipeline sets itself: where each stage reads and writes.
+PIPELINE_SET = {
+    "crop": {"--dst", "--overwrite"},  # the project's Dataset is the pipeline's own: settings changed = redo
+    "augment": {"--dataset", "--clean"},
+    "train": {"--dataset", "--runs-dir", "--name", "--exist-ok", "--resume"},
+}
+STATE_NAME = "pipeline.json"
+DATASET_DIR = "Dataset"
+RUNS_DIR = "runs"
+# Train settings that say where a run goes, not what it computes.
+_PLACE_SETTINGS = ("dataset", "runs_dir", "name", "exist_ok")
+
+
+def stage_parser(verb):
+    """The stage's own parser, built by its own add_arguments (so new options arrive here too)."""
+    from efr.commands import command_module
+
+    module = command_module(verb)
+    return module.add_arguments(argparse.ArgumentParser(prog=f"efr {verb}", add_help=False, **{
+        k: v for k, v in module.PARSER_KWARGS.items() if k != "formatter_class"}))
+
+
+def stage_actions(verb):
+    """The optional arguments of a stage that the pipeline passes through."""
+    return [a for a in stage_parser(verb)._actions
+            if a.option_strings and not set(a.option_strings) & PIPELINE_SET[verb]]
+
+
+def _with_default(action):
+    shown = action.default not in (None, False, argparse.SUPPRESS) and "default" not in (action.help or "")
+    return f"{action.help} (default {action.default})" if shown else (action.help or "")
+
+
+def add_arguments(parser):
+    """The pipeline's own options, then every crop, augment and train option (from their parsers)."""
+    parser.add_argument("--out", required=True, metavar="PROJECT",
+                        help="project folder: Dataset/, runs/<name>/ and pipeline.json go here")
+    parser.add_argument("--no-augment", action="store_true",
+                        help="skip data_aug (and remove augmented copies an earlier run made)")
+    seen = {}
+    for verb in STAGES:
+        group = parser.add_argument_group(f"{verb} options (see efr {verb} --help)")
+        for action in stage_actions(verb):
+            key = action.option_strings[-1]
+            if key in seen:  # shared by two stages (--seed, --workers, --folds, --quiet): one option for both
+                first, first_verb = seen[key]
+                first.help = f"{first_verb}: {first.help}; {verb}: {_with_default(action)}"
+                continue
+            copied = copy.copy(action)
+            copied.default = argparse.SUPPRESS  # only options given on the command line override a stage's defaults
+            copied.help = _with_default(action)
+            group._add_action(copied)
+            seen[key] = (copied, verb)
+    if "--size" in seen:
+        seen["--size"][0].help += "; the pipeline crops at --img-size when that is given and --size is not"
+    return parser
+
+
+def build_parser(prog=None):
+    return add_arguments(argparse.ArgumentParser(prog=prog, **PARSER_KWARGS))
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
+
+
+# ----------------------------------------------------------------------------------
+# Each stage's arguments: its own defaults, the pipeline's places, the user's options
+
+
+def stage_namespace(verb, args, fixed):
+    """The stage's parsed arguments: its parser on ``fixed`` argv, then every option the user gave."""
+    from efr.commands import command_module
+
+    parser = command_module(verb).build_parser(prog=f"efr {verb}")
+    namespace = parser.parse_args([str(a) for a in fixed])
+    given = vars(args)
+    for action in stage_actions(verb):
+        if action.dest in given:
+            setattr(namespace, action.dest, given[action.dest])
+    return namespace
+
+
+def plan(args):
+    """(crop, augment, train) namespaces for a project; checks every setting before any work."""
+    from efr.commands import crop, train
+    from efr.crop import settings_changed
+    from efr.train import validate_settings
+
+    project = Path(args.out)
+    dataset = project / DATASET_DIR
+    crop_args = stage_namespace("crop", args, ["--src", args.src, "--dst", dataset])
+    if "size" not in vars(args) and vars(args).get("img_size"):
+        crop_args.size = args.img_size  # crops at the model's input size unless --size says otherwise
+    # The project's Dataset is the pipeline's own: made with other settings, it is made again.
+    crop_args.overwrite = settings_changed(args.src, dataset, crop.options_from_args(crop_args))
+    augment_args = stage_namespace("augment", args, ["--dataset", dataset])
+    if augment_args.copies is not None and augment_args.copies < 1:
+        raise EFRError(f"--copies {augment_args.copies}: use 1 or more, or --no-augment")
+    train_args = stage_namespace("train", args, ["--dataset", dataset, "--runs-dir", project / RUNS_DIR])
+    validate_settings(train.settings_from_args(train_args))
+    return crop_args, augment_args, train_args
+
+
+# ----------------------------------------------------------------------------------
+# State: what ran with which settings
+
+
+def read_state(project):
+    path = Path(project) / STATE_NAME
+    if not path.is_file():
+        return {"runs": []}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise EFRError(f"{path}: unreadable ({err}); delete it (runs are kept) and run again") from err
+
+
+def manifest_digest(dataset):
+    """sha256 of the Dataset's manifest.csv: the data a training run saw (crop and augment alike)."""
+    from efr.manifest import manifest_path
+
+    path = manifest_path(dataset)
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+
+
+def train_fingerprint(train_args):
+    """What decides a training run's result, as plain JSON."""
+    from efr.commands.train import settings_from_args
+
+    settings = asdict(settings_from_args(train_args))
+    for key in _PLACE_SETTINGS + ("quiet",):
+        settings.pop(key, None)
+    return json.loads(json.dumps(settings, default=str))
+
+
+def finished_run(project, fingerprint, digest):
+    """The run folder of an earlier complete run with these settings on this data, or None."""
+    for entry in read_state(project).get("runs", []):
+        run_dir = Path(project) / RUNS_DIR / entry.get("run", "")
+        if (entry.get("settings") == fingerprint and entry.get("manifest_sha256") == digest
+                and (run_dir / "metrics.json").is_file() and (run_dir / "report.html").is_file()):
+            return run_dir
+    return None
+
+
+def record_run(project, run_dir, fingerprint, digest, args):
+    state = read_state(project)
+    state["src"] = str(args.src)
+    state.setdefault("runs", []).append({"run": Path(run_dir).name, "settings": fingerprint,
+                                         "manifest_sha256": digest})
+    write_json(Path(project) / STATE_NAME, state)
+
+
+# ----------------------------------------------------------------------------------
+# The stages
+
+
+def banner(number, title):
+    print(f"\n=== [{number}/3] {title} ===", flush=True)
+
+
+def run_crop(crop_args):
+    from efr.commands import crop
+
+    summary = crop.run_args(crop_args)
+    if crop_args.overwrite:
+        print(f"crop: {crop_args.dst} was made with other settings: cropped again")
+    elif summary.written == 0:
+        print(f"crop: already complete with the same settings ({summary.reused} crops reused, none redone)")
+    return summary
+
+
+def run_augment(augment_args, enabled):
+    """Augment (cleaning first when an earlier augmentation used other settings); None when disabled."""
+    from efr import augment as recipes
+    from efr.augment_dataset import RUN_INFO_NAME, clean_augmented
+    from efr.commands import augment
+
+    dataset = Path(augment_args.dataset)
+    info_path = dataset / RUN_INFO_NAME
+    previous = json.loads(info_path.read_text(encoding="utf-8")).get("settings", {}) if info_path.is_file() else {}
+    wanted = {"recipe": augment_args.recipe, "copies": augment.copies_of(augment_args), "seed": augment_args.seed}
+    changed = previous and any(previous.get(k) != v for k, v in wanted.items() if not (
+        k == "copies" and augment_args.recipe != recipes.DEFAULT_RECIPE))
+    if not enabled or changed:
+        result = clean_augmented(dataset)
+        if result.removed:
+            print(f"augment: removed {result.removed} augmented file(s) made with other settings")
+        if info_path.is_file():
+            info_path.unlink()
+        if not enabled:
+            print("augment: skipped (--no-augment)")
+            return None
+    result = augment.run_args(augment_args)
+    if result.written == 0:
+        print(f"augment: already complete with the same settings ({result.already_done} copies reused, none redone)")
+    return result
+
+
+def run_train(project, train_args, args):
+    """Train unless a complete run with the same settings on the same data exists; return (run folder, metrics)."""
+    from efr.commands import train
+
+    dataset = Path(train_args.dataset)
+    fingerprint = train_fingerprint(train_args)
+    digest = manifest_digest(dataset)
+    done = finished_run(project, fingerprint, digest)
+    if done is not None:
+        print(f"train: already complete with the same settings on the same data: {done} (not retrained)")
+        return done, json.loads((done / "metrics.json").read_text(encoding="utf-8"))
+    result = train.run_args(train_args)
+    record_run(project, result.run_dir, fingerprint, digest, args)
+    return result.run_dir, result.metrics
+
+
+def run_args(args):
+    setup_logging(vars(args).get("quiet", False), vars(args).get("verbose", False))
+    from efr.commands.train import accuracy_line
+
+    crop_args, augment_args, train_args = plan(args)
+    project = Path(args.out)
+    project.mkdir(parents=True, exist_ok=True)
+    banner(1, f"crop: faces from {args.src} into {crop_args.dst}")
+    run_crop(crop_args)
+    banner(2, "augment: copies of the Train/Valid faces (Test untouched)")
+    run_augment(augment_args, enabled=not args.no_augment)
+    what = f"{train_args.folds}-fold cross-validation" if train_args.folds else "train on Train, test on Test"
+    banner(3, f"train: {what}, report")
+    run_dir, metrics = run_train(project, train_args, args)
+    print("\n=== done ===")
+    print(accuracy_line(metrics))
+    print(f"report: {run_dir / 'report.html'}")
+    return run_dir
+
+
+def main(argv=None):
+    run_args(parse_args(argv))
+    return 0

@@ -1,0 +1,106 @@
+"""efr pipeline end to end on synthetic photos: interrupted, resumed, run again (nothing redone), changed.
+
+Then `efr evaluate` of the trained model on synthetic photos of another seed.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from efr.commands import main as efr
+from efr.commands import train as train_cmd
+from efr.synthetic import generate_rafd_like
+
+SETTINGS = ["--img-size", 32, "--epochs", 2, "--batch-size", 8, "--copies", 1, "--workers", 1, "--seed", 3]
+
+
+def pipeline(src, project, *extra):
+    return efr(["pipeline", "--src", str(src), "--out", str(project), *map(str, SETTINGS), *map(str, extra)])
+
+
+def file_times(folder):
+    """{path: mtime} of every image in a folder tree (a file written again gets a new time)."""
+    return {p: p.stat().st_mtime_ns for p in Path(folder).rglob("*.png")}
+
+
+@pytest.mark.slow
+def test_pipeline_resumes_skips_what_is_done_and_redoes_what_changed(tmp_path, capsys, monkeypatch):
+    photos = tmp_path / "photos"
+    generate_rafd_like(photos, subjects=6, seed=0, size=(170, 256))
+    project = tmp_path / "P"
+
+    # 1. Interrupted during training (Ctrl-C): crop and augment are done, no run is recorded.
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_cmd, "run_args", interrupted)
+    assert pipeline(photos, project) == 130
+    monkeypatch.undo()
+    assert (project / "Dataset" / "manifest.csv").is_file() and not (project / "runs").exists()
+    crops = file_times(project / "Dataset")
+    assert len(crops) == 48 + 40  # 48 faces; one copy of each of the 40 Train/Valid faces
+    capsys.readouterr()
+
+    # 2. The same command again: crop and augment reuse everything, training runs.
+    assert pipeline(photos, project) == 0
+    printed = capsys.readouterr().out
+    assert "crop: already complete" in printed and "augment: already complete" in printed
+    assert file_times(project / "Dataset") == crops
+    runs = list((project / "runs").iterdir())
+    assert len(runs) == 1
+    run_dir = runs[0]
+    last = printed.rstrip().splitlines()
+    assert last[-1] == f"report: {run_dir / 'report.html'}"
+    assert last[-2].startswith("test accuracy") and "[" in last[-2]  # with its 95 % interval
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert len(metrics["accuracy_ci95"]) == 2 and metrics["test_subject_count"] == 1
+    assert "Synthetic data" in (run_dir / "report.html").read_text()
+    args = json.loads((run_dir / "args.json").read_text())
+    assert args["settings"]["seed"] == 3 and args["settings"]["image_size"] == 32  # options reached train
+    manifest = (project / "Dataset" / "manifest.csv").read_bytes()
+
+    # 3. Again: nothing redone.
+    assert pipeline(photos, project) == 0
+    printed = capsys.readouterr().out
+    assert "train: already complete with the same settings" in printed
+    assert file_times(project / "Dataset") == crops
+    assert list((project / "runs").iterdir()) == [run_dir]
+    assert (project / "Dataset" / "manifest.csv").read_bytes() == manifest
+
+    # 4. A training setting changed: crops and copies are kept, the model is trained again.
+    assert pipeline(photos, project, "--epochs", 1) == 0
+    assert "crop: already complete" in capsys.readouterr().out
+    assert file_times(project / "Dataset") == crops and len(list((project / "runs").iterdir())) == 2
+
+    # 5. Cross-dataset: the trained model on synthetic people of another seed, 7 classes.
+    other = tmp_path / "other"
+    generate_rafd_like(other, subjects=2, emotions=("Angry", "Disgusted", "Fearful", "Happy", "Neutral", "Sad",
+                                                    "Surprised"), seed=11, size=(170, 256))
+    assert efr(["evaluate", "--model", str(run_dir / "best.keras"), "--data", str(other), "--quiet"]) == 0
+    out = run_dir / "eval-other"
+    evaluation = json.loads((out / "metrics.json").read_text())
+    assert evaluation["classes_not_in_set"] == ["Contemptuous"] and (out / "report.html").is_file()
+
+
+@pytest.mark.slow
+def test_pipeline_crops_again_when_crop_settings_change(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    generate_rafd_like(photos, subjects=5, seed=0, size=(170, 256))
+    project = tmp_path / "P"
+    assert pipeline(photos, project, "--no-augment", "--epochs", 1) == 0
+    assert not list((project / "Dataset").rglob("*__aug-*"))
+    capsys.readouterr()
+    assert pipeline(photos, project, "--no-augment", "--epochs", 1, "--margin", 0.1) == 0
+    assert "made with other settings: cropped again" in capsys.readouterr().out
+    settings = json.loads((project / "Dataset" / "crop_settings.json").read_text())["settings"]
+    assert settings["margin"] == 0.1 and settings["size"] == 32  # --img-size sets the crop size
+
+
+def test_pipeline_checks_settings_before_any_work(tmp_path, caplog):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    assert efr(["pipeline", "--src", str(photos), "--out", str(tmp_path / "P"), "--gaze", "sideways"]) == 2
+    assert "--gaze sideways" in caplog.text
+    assert efr(["pipeline", "--src", str(photos), "--out", str(tmp_path / "P"), "--epochs", "0"]) == 2
+    assert "--epochs 0" in caplog.text and not (tmp_path / "P").exists()
