@@ -29,9 +29,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import cv2
 import numpy as np
 
-from efr import evaluate, report
+from efr import evaluate, faces, report
 from efr.augment_dataset import is_augmented_name
 from efr.crop import CropOptions, detect_layout, label_photos, scan_source
 from efr.errors import EFRError
@@ -152,15 +153,11 @@ def _find_face(predictor, photo):
         return None, None
     if predictor.faces_only:
         return predictor.crops(image, boxes)[0], image
-    from efr import faces
-
     face = faces.crop_square(image, boxes[0], predictor.crop_size)
     return predictor.to_model_input(face), face
 
 
 def thumbnail(face):
-    import cv2
-
     side = report.THUMBNAIL_SIDE
     return cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
 

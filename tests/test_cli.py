@@ -117,7 +117,8 @@ def test_pip_install_gives_the_efr_command(tmp_path):
     site = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
     # This interpreter's packages (TensorFlow, pip, setuptools ...) are visible to the new venv, EFR is not.
-    Path(site, "shared_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    shared = [p for p in sys.path if p.rstrip("/").endswith(("site-packages", "dist-packages"))]
+    Path(site, "shared_deps.pth").write_text("\n".join(shared or [sysconfig.get_paths()["purelib"]]) + "\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     install = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps",
                               "--no-build-isolation", str(_package_copy(tmp_path))],

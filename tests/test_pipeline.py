@@ -84,17 +84,26 @@ def test_pipeline_resumes_skips_what_is_done_and_redoes_what_changed(tmp_path, c
 
 
 @pytest.mark.slow
-def test_pipeline_crops_again_when_crop_settings_change(tmp_path, capsys):
+def test_pipeline_crops_again_when_crop_settings_change_and_cross_validates(tmp_path, capsys):
     photos = tmp_path / "photos"
     generate_rafd_like(photos, subjects=5, seed=0, size=(170, 256))
     project = tmp_path / "P"
-    assert pipeline(photos, project, "--no-augment", "--epochs", 1) == 0
-    assert not list((project / "Dataset").rglob("*__aug-*"))
+    # The project's Dataset as crop made it with its defaults (and an augmentation that --no-augment removes)
+    assert efr(["crop", "--src", str(photos), "--dst", str(project / "Dataset"), "--size", "32", "--quiet"]) == 0
+    assert efr(["augment", "--dataset", str(project / "Dataset"), "--copies", "1", "--quiet"]) == 0
     capsys.readouterr()
-    assert pipeline(photos, project, "--no-augment", "--epochs", 1, "--margin", 0.1) == 0
-    assert "made with other settings: cropped again" in capsys.readouterr().out
+    # Other crop settings (a margin, and folds dealt for CV): cropped again, then 2-fold cross-validation.
+    assert pipeline(photos, project, "--no-augment", "--epochs", 1, "--margin", 0.1, "--folds", 2) == 0
+    printed = capsys.readouterr().out
+    assert "made with other settings: cropped again" in printed
+    assert not list((project / "Dataset").rglob("*__aug-*"))  # --no-augment
     settings = json.loads((project / "Dataset" / "crop_settings.json").read_text())["settings"]
-    assert settings["margin"] == 0.1 and settings["size"] == 32  # --img-size sets the crop size
+    assert settings["margin"] == 0.1 and settings["size"] == 32 and settings["folds"] == 2  # --img-size: crop size
+    cv_line = printed.rstrip().splitlines()[-2]
+    assert cv_line.startswith("2-fold CV accuracy") and "±" in cv_line and "[" in cv_line
+    run_dir = Path(printed.rstrip().splitlines()[-1].removeprefix("report: ")).parent
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["folds"] == 2 and metrics["accuracy_ci95_subject_bootstrap"] and metrics["test_subject_count"] == 5
 
 
 def test_pipeline_checks_settings_before_any_work(tmp_path, caplog):

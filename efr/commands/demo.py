@@ -1,6 +1,6 @@
 """`efr demo` / demo.py: the whole pipeline in one command, on synthetic RaFD-like photos (no download needed).
 
-    efr demo                  # 1-3 minutes on 2 CPU cores; everything under demo/
+    efr demo                  # about 1-4 minutes on 2 CPU cores (docs/demo.md); everything under demo/
     efr demo --smoke          # the smallest settings: checks that every stage runs
 
 Stages: draw 20 people x 8 emotions x 3 gazes as 681x1024 RaFD-named photos
