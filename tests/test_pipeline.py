@@ -51,7 +51,7 @@ def test_pipeline_resumes_skips_what_is_done_and_redoes_what_changed(tmp_path, c
     assert len(runs) == 1
     run_dir = runs[0]
     last = printed.rstrip().splitlines()
-    assert last[-1] == f"report: {run_dir / 'report.html'}"
+    assert last[-1] == f"report: {run_dir / 'report.html'}" and last[-3] == f"model: {run_dir / 'best.keras'}"
     assert last[-2].startswith("test accuracy") and "[" in last[-2]  # with its 95 % interval
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert len(metrics["accuracy_ci95"]) == 2 and metrics["test_subject_count"] == 1
@@ -104,6 +104,10 @@ def test_pipeline_crops_again_when_crop_settings_change_and_cross_validates(tmp_
     run_dir = Path(printed.rstrip().splitlines()[-1].removeprefix("report: ")).parent
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["folds"] == 2 and metrics["accuracy_ci95_subject_bootstrap"] and metrics["test_subject_count"] == 5
+    # The fold models are not kept: a model trained on the split is, for predict and evaluate.
+    model = Path(printed.rstrip().splitlines()[-3].removeprefix("model: "))
+    assert model.is_file() and model.parent != run_dir and model.parent.parent == run_dir.parent
+    assert "folds" not in json.loads((model.parent / "metrics.json").read_text())
 
 
 def test_pipeline_checks_settings_before_any_work(tmp_path, caplog):

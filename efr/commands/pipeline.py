@@ -53,7 +53,12 @@ def stage_parser(verb):
 
 
 def stage_actions(verb):
-    """The optional arguments of a stage that the pipeline passes through."""
+    """The optional arguments of a stage that the pipeline passes through.
+
+    argparse has no public way to list or copy a parser's arguments; ``_actions`` (and
+    ``_add_action`` below) have been stable since Python 3.2 and are what ``parents=``
+    uses internally.
+    """
     return [a for a in stage_parser(verb)._actions
             if a.option_strings and not set(a.option_strings) & PIPELINE_SET[verb]]
 
@@ -257,13 +262,27 @@ def run_args(args):
     run_crop(crop_args)
     banner(2, "augment: copies of the Train/Valid faces (Test untouched)")
     run_augment(augment_args, enabled=not args.no_augment)
-    what = f"{train_args.folds}-fold cross-validation" if train_args.folds else "train on Train, test on Test"
-    banner(3, f"train: {what}, report")
-    run_dir, metrics = run_train(project, train_args, args)
+    if train_args.folds:
+        banner(3, f"train: {train_args.folds}-fold cross-validation (the estimate), then the model to keep")
+        run_dir, metrics = run_train(project, train_args, args)
+        # Fold models are not kept: the model to use (predict, evaluate) is trained on Train, stopped on Valid.
+        model_dir, _ = run_train(project, final_model_args(train_args), args)
+    else:
+        banner(3, "train: on Train, stopped on Valid, tested on Test; report")
+        run_dir, metrics = run_train(project, train_args, args)
+        model_dir = run_dir
     print("\n=== done ===")
+    print(f"model: {model_dir / 'best.keras'}")
     print(accuracy_line(metrics))
     print(f"report: {run_dir / 'report.html'}")
     return run_dir
+
+
+def final_model_args(train_args):
+    """The training arguments of the model to keep after cross-validation: the same, on the Train/Valid/Test split."""
+    final = argparse.Namespace(**vars(train_args))
+    final.folds = 0
+    return final
 
 
 def main(argv=None):
