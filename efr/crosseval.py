@@ -32,7 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from efr import evaluate, faces, report
+from efr import evaluate, report
 from efr.augment_dataset import is_augmented_name
 from efr.crop import CropOptions, detect_layout, label_photos, scan_source
 from efr.errors import EFRError
@@ -151,10 +151,9 @@ def _find_face(predictor, photo):
     if not boxes:
         photo.status, photo.reason = NO_FACE, "no face found"
         return None, None
-    if predictor.faces_only:
-        return predictor.crops(image, boxes)[0], image
-    face = faces.crop_square(image, boxes[0], predictor.crop_size)
-    return predictor.to_model_input(face), face
+    # The face as crop.py cut it (eye-levelled for --align eyes models); fusion models take the BGR crop.
+    face = image if predictor.faces_only else predictor.face_crop(image, boxes[0])
+    return (face if predictor.fusion is not None else predictor.to_model_input(face)), face
 
 
 def thumbnail(face):
