@@ -1,6 +1,5 @@
 """The `efr` command: one verb per stage, with exactly its script's options, installable with pip."""
 
-import argparse
 import importlib.util
 import os
 import shutil
