@@ -13,6 +13,8 @@ import numpy as np
 
 Z95 = 1.959963984540054  # two-sided 95 % normal quantile
 BOOTSTRAP_SAMPLES = 2000
+# Resampling 2-4 people gives a handful of distinct samples and an interval narrower than the truth.
+MIN_BOOTSTRAP_SUBJECTS = 5
 
 
 def wilson_interval(correct, total, z=Z95):
@@ -29,20 +31,21 @@ def wilson_interval(correct, total, z=Z95):
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def subject_bootstrap_interval(correct, subjects, samples=BOOTSTRAP_SAMPLES, seed=0, level=0.95):
+def subject_bootstrap_interval(correct, subjects, samples=BOOTSTRAP_SAMPLES, seed=0, level=0.95,
+                               min_subjects=MIN_BOOTSTRAP_SUBJECTS):
     """Percentile bootstrap interval of the accuracy, resampling subjects with replacement.
 
     ``correct``: 0/1 per photo; ``subjects``: the subject id of each photo.  Each
     bootstrap sample draws as many subjects as there are, with replacement, and pools
-    their photos.  Returns (low, high), or None with fewer than 2 subjects (no spread
-    between people to resample).
+    their photos.  Returns (low, high), or None with fewer than ``min_subjects``
+    subjects (too few people to resample: the interval would look narrower than it is).
     """
     correct = np.asarray(correct, dtype=float)
     subjects = np.asarray([str(s) for s in subjects])
     if correct.shape != subjects.shape:
         raise ValueError("correct and subjects must have one entry per photo")
     ids, index = np.unique(subjects, return_inverse=True)
-    if len(ids) < 2:
+    if len(ids) < max(2, min_subjects):
         return None
     right = np.bincount(index, weights=correct, minlength=len(ids))
     count = np.bincount(index, minlength=len(ids)).astype(float)

@@ -32,6 +32,8 @@ def test_subject_bootstrap_is_seeded_and_widens_when_people_disagree():
     low, high = subject_bootstrap_interval(apart, subjects, seed=3)
     assert low < 0.7 < high and high - low > 0.3
     assert subject_bootstrap_interval([1, 0, 1], ["a", "a", "a"]) is None
+    assert subject_bootstrap_interval([1, 0, 1, 0], ["a", "b", "c", "d"]) is None  # fewer than 5 people
+    assert subject_bootstrap_interval([1, 0, 1, 0], ["a", "b", "c", "d"], min_subjects=2) is not None
     with pytest.raises(ValueError):
         subject_bootstrap_interval([1, 0], ["a"])
 
