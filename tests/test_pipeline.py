@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from efr.commands import main as efr
-from efr.commands import train as train_cmd
+from efr import train
 from efr.synthetic import generate_rafd_like
 
 SETTINGS = ["--img-size", 32, "--epochs", 2, "--batch-size", 8, "--copies", 1, "--workers", 1, "--seed", 3]
@@ -30,26 +30,28 @@ def test_pipeline_resumes_skips_what_is_done_and_redoes_what_changed(tmp_path, c
     generate_rafd_like(photos, subjects=6, seed=0, size=(170, 256))
     project = tmp_path / "P"
 
-    # 1. Interrupted during training (Ctrl-C): crop and augment are done, no run is recorded.
-    def interrupted(args):
+    # 1. Interrupted during training (Ctrl-C): crop and augment are done, the run folder is incomplete.
+    def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_cmd, "run_args", interrupted)
+    monkeypatch.setattr(train, "fit_model", interrupted)
     assert pipeline(photos, project) == 130
     monkeypatch.undo()
-    assert (project / "Dataset" / "manifest.csv").is_file() and not (project / "runs").exists()
+    assert (project / "Dataset" / "manifest.csv").is_file()
+    [unfinished] = (project / "runs").iterdir()
+    assert (unfinished / "args.json").is_file() and not (unfinished / "metrics.json").exists()
     crops = file_times(project / "Dataset")
     assert len(crops) == 48 + 40  # 48 faces; one copy of each of the 40 Train/Valid faces
     capsys.readouterr()
 
-    # 2. The same command again: crop and augment reuse everything, training runs.
+    # 2. The same command again: crop and augment reuse everything, training runs again in the same folder.
     assert pipeline(photos, project) == 0
     printed = capsys.readouterr().out
     assert "crop: already complete" in printed and "augment: already complete" in printed
+    assert f"train: {unfinished} did not finish: training again" in printed
     assert file_times(project / "Dataset") == crops
-    runs = list((project / "runs").iterdir())
-    assert len(runs) == 1
-    run_dir = runs[0]
+    assert list((project / "runs").iterdir()) == [unfinished]
+    run_dir = unfinished
     last = printed.rstrip().splitlines()
     assert last[-1] == f"report: {run_dir / 'report.html'}" and last[-3] == f"model: {run_dir / 'best.keras'}"
     assert last[-2].startswith("test accuracy") and "[" in last[-2]  # with its 95 % interval

@@ -154,11 +154,15 @@ def read_state(project):
 
 
 def manifest_digest(dataset):
-    """sha256 of the Dataset's manifest.csv: the data a training run saw (crop and augment alike)."""
-    from efr.manifest import manifest_path
+    """sha256 of the Dataset's manifest rows, in a fixed order: the data a training run saw.
 
-    path = manifest_path(dataset)
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+    Every crop and augmented copy has a row (its file, subject, split, fold, transform ...),
+    so any change of crop or augment changes it; the order rows were saved in does not.
+    """
+    from efr.manifest import read_manifest
+
+    rows = sorted(json.dumps(row, sort_keys=True) for row in read_manifest(dataset))
+    return hashlib.sha256("\n".join(rows).encode("utf-8")).hexdigest() if rows else ""
 
 
 def train_fingerprint(train_args):
@@ -171,21 +175,27 @@ def train_fingerprint(train_args):
     return json.loads(json.dumps(settings, default=str))
 
 
-def finished_run(project, fingerprint, digest):
-    """The run folder of an earlier complete run with these settings on this data, or None."""
-    for entry in read_state(project).get("runs", []):
-        run_dir = Path(project) / RUNS_DIR / entry.get("run", "")
-        if (entry.get("settings") == fingerprint and entry.get("manifest_sha256") == digest
-                and (run_dir / "metrics.json").is_file() and (run_dir / "report.html").is_file()):
-            return run_dir
-    return None
+def run_name(fingerprint, digest):
+    """<model>[-cv<K>]-<8 hex digits of the settings and data>: one folder per training setting and data.
+
+    The same settings on the same data always name the same folder, so a run that was
+    interrupted is run again in its own folder rather than beside it.
+    """
+    key = hashlib.sha256(json.dumps([fingerprint, digest], sort_keys=True).encode("utf-8")).hexdigest()[:8]
+    folds = int(fingerprint.get("folds") or 0)
+    return f"{fingerprint['model']}{f'-cv{folds}' if folds else ''}-{key}"
+
+
+def is_complete(run_dir):
+    """A training run that finished: metrics.json and report.html are written last."""
+    return (Path(run_dir) / "metrics.json").is_file() and (Path(run_dir) / "report.html").is_file()
 
 
 def record_run(project, run_dir, fingerprint, digest, args):
     state = read_state(project)
     state["src"] = str(args.src)
-    state.setdefault("runs", []).append({"run": Path(run_dir).name, "settings": fingerprint,
-                                         "manifest_sha256": digest})
+    runs = [r for r in state.get("runs", []) if r.get("run") != Path(run_dir).name]
+    state["runs"] = runs + [{"run": Path(run_dir).name, "settings": fingerprint, "manifest_sha256": digest}]
     write_json(Path(project) / STATE_NAME, state)
 
 
@@ -239,14 +249,18 @@ def run_train(project, train_args, args):
     """Train unless a complete run with the same settings on the same data exists; return (run folder, metrics)."""
     from efr.commands import train
 
-    dataset = Path(train_args.dataset)
     fingerprint = train_fingerprint(train_args)
-    digest = manifest_digest(dataset)
-    done = finished_run(project, fingerprint, digest)
-    if done is not None:
-        print(f"train: already complete with the same settings on the same data: {done} (not retrained)")
-        return done, json.loads((done / "metrics.json").read_text(encoding="utf-8"))
-    result = train.run_args(train_args)
+    digest = manifest_digest(Path(train_args.dataset))
+    named = argparse.Namespace(**vars(train_args))
+    named.name = run_name(fingerprint, digest)
+    run_dir = Path(named.runs_dir) / named.name
+    if is_complete(run_dir):
+        print(f"train: already complete with the same settings on the same data: {run_dir} (not retrained)")
+        return run_dir, json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    named.exist_ok = run_dir.exists()  # an interrupted run of these settings: trained again in its folder
+    if named.exist_ok:
+        print(f"train: {run_dir} did not finish: training again")
+    result = train.run_args(named)
     record_run(project, result.run_dir, fingerprint, digest, args)
     return result.run_dir, result.metrics
 
