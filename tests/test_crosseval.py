@@ -139,3 +139,16 @@ def test_bad_requests_are_refused_before_any_work(photos, models, tmp_path, capl
     assert "holds other files" in caplog.text and (tmp_path / "busy" / "mine.txt").read_text() == "keep"
     assert evaluate(tmp_path / "none.keras", photos, tmp_path / "e") == 2
     assert "not found" in caplog.text
+
+
+@pytest.mark.browser
+def test_evaluation_report_renders_in_chromium(photos, models, tmp_path):
+    from train_fixtures import chromium, render_check
+
+    browser = chromium()
+    if browser is None:
+        pytest.skip("no chromium on PATH: install the Debian package 'chromium' to run the report rendering test")
+    assert evaluate(models["Happy"], photos, tmp_path / "e") == 0
+    wrong = sum(r["status"] == "scored" and r["predicted"] != r["true"] for r in read_rows(tmp_path / "e" / "predictions.csv"))
+    status, (ok, total) = render_check(tmp_path / "e" / "report.html", browser, tmp_path / "chromium")
+    assert status == "pass" and ok == total == 2 + wrong  # two confusion matrices and every misclassified face
