@@ -58,6 +58,8 @@ class EvalSettings:
     faces_only: bool = False
     layout: str = "auto"
     subject_regex: str = None
+    angles: tuple = None  # RaFD names: camera angles kept (None: all)
+    gazes: tuple = None  # RaFD names: gazes kept (None: all)
     cascade: str = None
     margin: float = None
     batch_size: int = 32
@@ -115,8 +117,12 @@ def _made_here(out):
         return False
 
 
-def label_folder(data, layout="auto", subject_regex=None):
-    """(labelled photos, [(rel path, reason)] of photos without a usable label, layout used)."""
+def label_folder(data, layout="auto", subject_regex=None, angles=None, gazes=None):
+    """(labelled photos, [(rel path, status, reason)] of photos left out, layout used).
+
+    Left out: photos without a usable label (``unknown_label``) and, for RaFD names,
+    those of another camera angle or gaze than ``angles`` / ``gazes`` (``filtered``).
+    """
     if layout not in LAYOUTS:
         raise EFRError(f"--layout {layout}: expected one of {', '.join(LAYOUTS)}")
     images, _ = scan_source(data)
@@ -125,14 +131,14 @@ def label_folder(data, layout="auto", subject_regex=None):
         raise EFRError(f"no photos (jpg, png, bmp, tif) under {data}")
     relative = [p.relative_to(data).as_posix() for p in images]
     used = detect_layout(relative) if layout == "auto" else layout
-    options = CropOptions(layout=used, subject_regex=subject_regex, angles=None, gazes=None)
+    options = CropOptions(layout=used, subject_regex=subject_regex, angles=angles, gazes=gazes)
     rows = label_photos(relative, used, options)
     photos = [Photo(data / r["source"], r["source"], r["emotion"], r["subject"]) for r in rows if not r["status"]]
-    unlabelled = [(r["source"], r["reason"]) for r in rows if r["status"]]
+    unlabelled = [(r["source"], r["status"], r["reason"]) for r in rows if r["status"]]
     if not photos:
-        example = f" (e.g. {unlabelled[0][0]}: {unlabelled[0][1]})" if unlabelled else ""
-        raise EFRError(f"none of the {len(rows)} photos under {data} has a label{example}: expected RaFD file "
-                       "names or <Emotion>/ folders")
+        example = f" (e.g. {unlabelled[0][0]}: {unlabelled[0][2]})" if unlabelled else ""
+        raise EFRError(f"none of the {len(rows)} photos under {data} can be used{example}: expected RaFD file "
+                       "names or <Emotion>/ folders (and check --angle / --gaze)")
     return photos, unlabelled, used
 
 
@@ -327,7 +333,7 @@ def write_outputs(out, photos, metrics, class_names, settings, meta, args):
         flags.append(f"No face was found in {metrics['photos']['no_face']} photo(s) (listed below): they count "
                      "as wrong in the accuracy over all photos.")
     not_scored = [(p.rel, p.status, p.reason) for p in photos if p.status in (NO_FACE, UNREADABLE, OTHER_CLASS)]
-    not_scored += [(rel, "no_label", reason) for rel, reason in args["unlabelled"]]
+    not_scored += [tuple(left_out) for left_out in args["unlabelled"]]
     return report.write_report(
         out / "report.html",
         f"EFR evaluation of {Path(settings.model).name} on {Path(settings.data).name}",
@@ -360,13 +366,15 @@ def evaluate_folder(settings):
         raise EFRError(f"--batch-size {settings.batch_size}: expected 1 or more")
     class_names, _ = check_meta(read_meta(settings.model), settings.model)  # before the slow work
     data, out = check_folders(settings.data, settings.out, settings.exist_ok)
-    photos, unlabelled, layout = label_folder(data, settings.layout, settings.subject_regex)
+    photos, unlabelled, layout = label_folder(data, settings.layout, settings.subject_regex, settings.angles,
+                                              settings.gazes)
     for photo in photos:
         if photo.emotion not in class_names:
             photo.status, photo.reason = OTHER_CLASS, f"the model has no class {photo.emotion}"
     if all(p.status == OTHER_CLASS for p in photos):
         raise EFRError(f"the model's classes ({', '.join(class_names)}) and the set's share none")
-    log.info("%s: %d labelled photo(s) (%s layout), %d without a label", data, len(photos), layout, len(unlabelled))
+    log.info("%s: %d labelled photo(s) (%s layout), %d left out (no label, or --angle/--gaze)", data, len(photos),
+             layout, len(unlabelled))
     predictor = load_predictor(settings.model, cascade=settings.cascade, margin=settings.margin,
                                faces_only=settings.faces_only, batch_size=settings.batch_size, max_faces=1)
     classify_photos(predictor, photos, settings.workers, progress=log.isEnabledFor(logging.INFO))
@@ -381,7 +389,8 @@ def evaluate_folder(settings):
             "versions": library_versions(), "machine": machine_info()}
     write_json(out / "args.json", args)
     metrics = score(photos, class_names, settings.seed)
-    metrics["unlabelled"] = len(unlabelled)
+    left_out = Counter(status for _, status, _ in unlabelled)
+    metrics["left_out"] = {"unknown_label": left_out.get("unknown_label", 0), "filtered": left_out.get("filtered", 0)}
     report_path = write_outputs(out, photos, metrics, class_names, settings, predictor.meta, args)
     log.info("accuracy over faces %.3f %s, over all photos %.3f; report %s", metrics["accuracy_faces"],
              format_interval(metrics["accuracy_faces_ci95"]), metrics["accuracy_all_photos"], report_path)

@@ -152,3 +152,15 @@ def test_evaluation_report_renders_in_chromium(photos, models, tmp_path):
     wrong = sum(r["status"] == "scored" and r["predicted"] != r["true"] for r in read_rows(tmp_path / "e" / "predictions.csv"))
     status, (ok, total) = render_check(tmp_path / "e" / "report.html", browser, tmp_path / "chromium")
     assert status == "pass" and ok == total == 2 + wrong  # two confusion matrices and every misclassified face
+
+
+def test_rafd_angle_and_gaze_filters_count_what_they_leave_out(models, tmp_path, caplog):
+    data = tmp_path / "rafd"
+    generate_rafd_like(data, subjects=1, emotions=("Happy", "Sad"), gazes=("frontal", "left"), seed=7, size=SMALL)
+    assert evaluate(models["Happy"], data, tmp_path / "e", "--gaze", "frontal") == 0
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert metrics["left_out"] == {"unknown_label": 0, "filtered": 2}
+    assert metrics["photos"]["labelled"] == 2
+    assert "gaze left not kept" in (tmp_path / "e" / "report.html").read_text()
+    assert evaluate(models["Happy"], data, tmp_path / "f", "--angle", "270") == 2  # refused before any work
+    assert "--angle 270" in caplog.text and not (tmp_path / "f").exists()

@@ -33,6 +33,10 @@ def add_arguments(parser):
     parser.add_argument("--subject-regex", default=None,
                         help=r"folders layout: regex on the file name whose first group is the subject id "
                         r"(e.g. '^([A-Z]{2})\.' for JAFFE); gives the subject count and the subject bootstrap")
+    parser.add_argument("--angle", default="all", help="RaFD names: camera angles to score (090, a list such as "
+                        "045,090,135, or all; default all); the others are counted and listed, not scored")
+    parser.add_argument("--gaze", default="all",
+                        help="RaFD names: gazes to score (frontal, left, right, a comma list, or all; default all)")
     parser.add_argument("--faces-only", action="store_true",
                         help="the photos are already face crops (a Dataset split): skip face detection")
     parser.add_argument("--cascade", default=None,
@@ -59,11 +63,13 @@ def default_out(model, data):
 
 
 def settings_from_args(args):
+    from efr.crop import parse_angles, parse_gazes
     from efr.crosseval import EvalSettings
 
     out = args.out if args.out is not None else default_out(args.model, args.data)
     return EvalSettings(model=args.model, data=args.data, out=str(out), faces_only=args.faces_only,
-                        layout=args.layout, subject_regex=args.subject_regex, cascade=args.cascade,
+                        layout=args.layout, subject_regex=args.subject_regex, angles=parse_angles(args.angle),
+                        gazes=parse_gazes(args.gaze), cascade=args.cascade,
                         margin=args.margin, batch_size=args.batch_size, workers=args.workers,
                         gallery_size=args.gallery_size, seed=args.seed, exist_ok=args.exist_ok)
 
