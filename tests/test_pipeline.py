@@ -75,7 +75,15 @@ def test_pipeline_resumes_skips_what_is_done_and_redoes_what_changed(tmp_path, c
     assert "crop: already complete" in capsys.readouterr().out
     assert file_times(project / "Dataset") == crops and len(list((project / "runs").iterdir())) == 2
 
-    # 5. Cross-dataset: the trained model on synthetic people of another seed, 7 classes.
+    # 5. Another augmentation recipe: the old copies go, the crops stay, the model is trained again.
+    assert pipeline(photos, project, "--epochs", 1, "--recipe", "original") == 0
+    assert "augment: removed 40 augmented file(s) (made with other settings)" in capsys.readouterr().out
+    now = file_times(project / "Dataset")
+    originals = {p: t for p, t in crops.items() if "__aug-" not in p.name}
+    assert {p: t for p, t in now.items() if "__aug-" not in p.name} == originals
+    assert sum("__aug-original-" in p.name for p in now) == 40 * 12 and len(list((project / "runs").iterdir())) == 3
+
+    # 6. Cross-dataset: the trained model on synthetic people of another seed, 7 classes.
     other = tmp_path / "other"
     generate_rafd_like(other, subjects=2, emotions=("Angry", "Disgusted", "Fearful", "Happy", "Neutral", "Sad",
                                                     "Surprised"), seed=11, size=(170, 256))

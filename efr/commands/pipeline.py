@@ -221,19 +221,23 @@ def run_crop(crop_args):
 def run_augment(augment_args, enabled):
     """Augment (cleaning first when an earlier augmentation used other settings); None when disabled."""
     from efr import augment as recipes
-    from efr.augment_dataset import RUN_INFO_NAME, clean_augmented
+    from efr.augment_dataset import AUGMENTABLE_SPLITS, RUN_INFO_NAME, clean_augmented, normalise_splits
     from efr.commands import augment
 
     dataset = Path(augment_args.dataset)
     info_path = dataset / RUN_INFO_NAME
     previous = json.loads(info_path.read_text(encoding="utf-8")).get("settings", {}) if info_path.is_file() else {}
-    wanted = {"recipe": augment_args.recipe, "copies": augment.copies_of(augment_args), "seed": augment_args.seed}
-    changed = previous and any(previous.get(k) != v for k, v in wanted.items() if not (
-        k == "copies" and augment_args.recipe != recipes.DEFAULT_RECIPE))
+    wanted = {"recipe": augment_args.recipe, "copies": augment.copies_of(augment_args), "seed": augment_args.seed,
+              "splits": normalise_splits(augment_args.splits or AUGMENTABLE_SPLITS)}
+    # More copies are added to the ones there (augment keeps them); anything else starts again.
+    changed = previous and any(
+        previous.get(k) != v for k, v in wanted.items() if k != "copies"
+    ) or (augment_args.recipe == recipes.DEFAULT_RECIPE and wanted["copies"] < previous.get("copies", 0))
     if not enabled or changed:
         result = clean_augmented(dataset)
         if result.removed:
-            print(f"augment: removed {result.removed} augmented file(s) made with other settings")
+            why = "--no-augment" if not enabled else "made with other settings"
+            print(f"augment: removed {result.removed} augmented file(s) ({why})")
         if info_path.is_file():
             info_path.unlink()
         if not enabled:
