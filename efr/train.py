@@ -847,6 +847,11 @@ def evidence_rows(evidence):
     return rows
 
 
+def epoch_histories(settings, histories):
+    """The histories the over-fitting flag reads: Keras epochs (a fusion history is a sweep over C, not epochs)."""
+    return [] if is_fusion(settings) else histories
+
+
 def provenance(run_dir):
     """(provenance rows, links to the run's files) for report.html; versions and start time from args.json."""
     try:
@@ -946,7 +951,8 @@ def _train_once_in(run_dir, resuming, built, settings, strategy, view):
     # metrics.json and report.html mark a finished run: written last, just before its state says so.
     write_json(run_dir / "metrics.json", results)
     flags = evaluate.report_flags(metrics["per_class_recall"], metrics["chance_accuracy"], metrics["support"],
-                                  histories=[("", history)], test_subjects=evidence["test_subject_count"],
+                                  histories=epoch_histories(settings, [("", history)]),
+                                  test_subjects=evidence["test_subject_count"],
                                   synthetic=synthetic_dataset(settings.dataset))
     rows, links = provenance(run_dir)
     report.write_report(
@@ -1221,7 +1227,8 @@ def _finish_cv(settings, run_dir, k, class_names, originals, size, fold_rows, al
     histories = [(f"Fold {r['fold']}: ", evaluate.read_history(run_dir / f"fold{r['fold']}" / "history.csv"))
                  for r in fold_rows]
     flags = evaluate.report_flags(pooled["per_class_recall"], pooled["chance_accuracy"], pooled["support"],
-                                  histories=histories, test_subjects=evidence["test_subject_count"],
+                                  histories=epoch_histories(settings, histories),
+                                  test_subjects=evidence["test_subject_count"],
                                   synthetic=synthetic_dataset(settings.dataset))
     rows, links = provenance(run_dir)
     report.write_report(
@@ -1296,6 +1303,9 @@ def validate_settings(settings):
     for ok, message in checks:
         if not ok:
             raise EFRError(message)
+    if settings.tensorboard and is_fusion(settings):
+        raise EFRError("--tensorboard logs Keras training epochs; --model fusion fits its head without them: "
+                       "leave --tensorboard out (its C sweep is in history.csv)")
     if settings.tensorboard and importlib.util.find_spec("tensorboard") is None:
         # Keras' TensorBoard callback writes through tf.summary, which needs the tensorboard package.
         raise EFRError("--tensorboard needs the tensorboard package: pip install tensorboard "

@@ -198,6 +198,9 @@ def test_tensorboard_without_its_package_is_refused_before_training(small, tmp_p
                         real(name, *a))
     assert _train(small, tmp_path, "--name", "tb", "--tensorboard") == EXIT_USER_ERROR
     assert "pip install tensorboard" in caplog.text and not (tmp_path / "tb").exists()
+    monkeypatch.undo()
+    assert _train(small, tmp_path, "--name", "tb", "--tensorboard", "--model", "fusion") == EXIT_USER_ERROR
+    assert "--model fusion fits its head without them" in caplog.text and not (tmp_path / "tb").exists()
 
 
 def test_cv_folds_keep_augmented_copies_with_their_training_parents(small):
