@@ -48,7 +48,7 @@ def test_pipeline_resumes_skips_what_is_done_and_redoes_what_changed(tmp_path, c
     assert pipeline(photos, project) == 0
     printed = capsys.readouterr().out
     assert "crop: already complete" in printed and "augment: already complete" in printed
-    assert f"train: {unfinished} did not finish: training again" in printed
+    assert f"train: {unfinished} did not finish: resuming it" in printed
     assert file_times(project / "Dataset") == crops
     assert list((project / "runs").iterdir()) == [unfinished]
     run_dir = unfinished

@@ -179,7 +179,8 @@ def run_name(fingerprint, digest):
     """<model>[-cv<K>]-<8 hex digits of the settings and data>: one folder per training setting and data.
 
     The same settings on the same data always name the same folder, so a run that was
-    interrupted is run again in its own folder rather than beside it.
+    interrupted is resumed in its own folder (efr train's same-name resume) rather than
+    started again beside it.
     """
     key = hashlib.sha256(json.dumps([fingerprint, digest], sort_keys=True).encode("utf-8")).hexdigest()[:8]
     folds = int(fingerprint.get("folds") or 0)
@@ -251,6 +252,7 @@ def run_augment(augment_args, enabled):
 
 def run_train(project, train_args, args):
     """Train unless a complete run with the same settings on the same data exists; return (run folder, metrics)."""
+    from efr import runstate
     from efr.commands import train
 
     fingerprint = train_fingerprint(train_args)
@@ -261,9 +263,12 @@ def run_train(project, train_args, args):
     if is_complete(run_dir):
         print(f"train: already complete with the same settings on the same data: {run_dir} (not retrained)")
         return run_dir, json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    named.exist_ok = run_dir.exists()  # an interrupted run of these settings: trained again in its folder
-    if named.exist_ok:
-        print(f"train: {run_dir} did not finish: training again")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        # An unfinished run of these settings: efr train resumes it after its last completed epoch (same
+        # --name, same settings); a folder without a run state (cut off before its first epoch) starts again.
+        resumable = runstate.effective_state(runstate.read_state(run_dir)) is not None
+        named.exist_ok = not resumable
+        print(f"train: {run_dir} did not finish: {'resuming it' if resumable else 'training again'}")
     result = train.run_args(named)
     record_run(project, result.run_dir, fingerprint, digest, args)
     return result.run_dir, result.metrics
