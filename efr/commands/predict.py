@@ -41,8 +41,8 @@ def add_arguments(parser):
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="faces per model call")
     parser.add_argument("--subject-norm", action="store_true",
                         help="for fusion models trained with --subject-norm: centre each person's faces on their own "
-                        "mean (TRANSDUCTIVE; photos only, at least 3 faces a person; people from RaFD names or "
-                        "--subject-regex)")
+                        "mean (TRANSDUCTIVE; photos: at least 3 faces a person, people from RaFD names or "
+                        "--subject-regex; videos and cameras: the running mean of each face track)")
     parser.add_argument("--subject-regex", default=None,
                         help=r"with --subject-norm: regex on the file name whose first group is the person, "
                         r"e.g. '^([A-Z]{2})\.' for JAFFE")
