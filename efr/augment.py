@@ -16,7 +16,7 @@ Two recipes:
   degree rotations, thresholds, greyscale, box blur, binarised median-blurred grey),
   kept for comparison.  Several of them (upside-down faces, binary images) change
   what a face looks like far more than any photo the model will be shown; the
-  comparison in the README measures what that does to accuracy.
+  comparison in docs/augment.md measures what that does to accuracy.
 
 Importing this module does not import TensorFlow.
 """
