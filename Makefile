@@ -15,8 +15,9 @@ STAMP := $(VENV)/.efr-installed
 demo: $(STAMP)
 	$(BIN)/efr demo $(ARGS)
 
+# Two pytest workers, one test file each (pytest-xdist): 4 min 44 s instead of 5-6 min on 2 cores.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile $(ARGS)
 
 install: $(STAMP)
 
