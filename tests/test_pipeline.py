@@ -127,3 +127,22 @@ def test_pipeline_checks_settings_before_any_work(tmp_path, caplog):
     assert "--gaze sideways" in caplog.text
     assert efr(["pipeline", "--src", str(photos), "--out", str(tmp_path / "P"), "--epochs", "0"]) == 2
     assert "--epochs 0" in caplog.text and not (tmp_path / "P").exists()
+
+
+def test_pipeline_says_transductive_beside_the_plain_number(monkeypatch, tmp_path, capsys):
+    """A --subject-norm result is never printed alone: the inductive number and the word TRANSDUCTIVE follow."""
+    from types import SimpleNamespace
+
+    from efr.commands import pipeline as cmd
+
+    metrics = {"folds": 5, "accuracy_mean": 0.87, "accuracy_std": 0.05, "macro_f1_mean": 0.86, "macro_f1_std": 0.05,
+               "chance_accuracy": 0.143, "test_accuracy": 0.87, "plain_accuracy_mean": 0.69,
+               "plain_accuracy_std": 0.08}
+    monkeypatch.setattr(cmd, "plan", lambda args: (SimpleNamespace(dst="D"), None, SimpleNamespace(folds=5)))
+    monkeypatch.setattr(cmd, "run_crop", lambda a: None)
+    monkeypatch.setattr(cmd, "run_augment", lambda a, enabled: None)
+    monkeypatch.setattr(cmd, "final_model_args", lambda a: a)
+    monkeypatch.setattr(cmd, "run_train", lambda project, a, args: (tmp_path / "run", metrics))
+    cmd.run_args(SimpleNamespace(out=str(tmp_path), src="photos", quiet=True, verbose=False, no_augment=False))
+    out = capsys.readouterr().out
+    assert "0.870 ± 0.050" in out and "0.690 ± 0.080" in out and "TRANSDUCTIVE" in out

@@ -276,7 +276,7 @@ def run_train(project, train_args, args):
 
 def run_args(args):
     setup_logging(vars(args).get("quiet", False), vars(args).get("verbose", False))
-    from efr.commands.train import accuracy_line
+    from efr.commands.train import accuracy_line, transductive_line
 
     crop_args, augment_args, train_args = plan(args)
     project = Path(args.out)
@@ -297,6 +297,9 @@ def run_args(args):
     print("\n=== done ===")
     print(f"model: {model_dir / 'best.keras'}")
     print(accuracy_line(metrics))
+    transductive = transductive_line(metrics)
+    if transductive:
+        print(transductive)
     print(f"report: {run_dir / 'report.html'}")
     return run_dir
 
