@@ -177,8 +177,14 @@ def classify_photos(predictor, photos, workers=None, progress=True):
     todo = [p for p in photos if not p.status]
     batch, crops = [], []
 
+    grouped = []  # --subject-norm models: (photo, fused features, mirrored features or None)
+
     def flush():
-        if batch:
+        if batch and predictor.subject_norm:  # centred per person once every face is in (see _score_grouped)
+            raw = predictor.features(crops)
+            mirrored = predictor.features(crops, flip=True) if predictor.tta == "flip" else [None] * len(batch)
+            grouped.extend(zip(list(batch), raw, mirrored))
+        elif batch:
             probs = predictor.classify(crops)
             for photo, p in zip(batch, probs):
                 photo.probs = p
@@ -201,6 +207,23 @@ def classify_photos(predictor, photos, workers=None, progress=True):
         flush()
     finally:
         bar.close()
+    if grouped:
+        _score_grouped(predictor, grouped)
+
+
+def _score_grouped(predictor, grouped):
+    """A --subject-norm model: each face centred on the mean of the same person's faces (TRANSDUCTIVE)."""
+    import numpy as np
+
+    fusion = predictor.fusion
+    subjects = [photo.subject for photo, _, _ in grouped]
+    views = [np.stack([raw for _, raw, _ in grouped])]
+    if grouped[0][2] is not None:
+        views.append(np.stack([mirrored for _, _, mirrored in grouped]))
+    probs = sum(fusion.probabilities(v, fusion.offsets(v, subjects, where="the evaluated photos")) for v in views)
+    for (photo, _, _), p in zip(grouped, probs / len(views)):
+        photo.probs = p
+        photo.status = SCORED
 
 
 # ----------------------------------------------------------------------------------
@@ -290,7 +313,9 @@ def summary_rows(metrics, settings, meta):
         ("faces scored / no face found / unreadable", f"{counts['scored_faces']} / {counts['no_face']} / "
                                                       f"{counts['unreadable']}"),
         ("photos of a class the model lacks (not scored)", counts["class_not_in_model"]),
-        ("accuracy over faces found", metrics["accuracy_faces"]),
+        ("accuracy over faces found" + (" (TRANSDUCTIVE: each person's faces centred on their own mean, "
+                                        "--subject-norm model)" if metrics.get("transductive") else ""),
+         metrics["accuracy_faces"]),
         ("95% interval (Wilson, faces)", format_interval(metrics["accuracy_faces_ci95"])),
     ]
     if metrics["accuracy_faces_ci95_subject_bootstrap"]:
@@ -389,6 +414,7 @@ def evaluate_folder(settings):
             "versions": library_versions(), "machine": machine_info()}
     write_json(out / "args.json", args)
     metrics = score(photos, class_names, settings.seed)
+    metrics["transductive"] = bool(predictor.subject_norm)
     left_out = Counter(status for _, status, _ in unlabelled)
     metrics["left_out"] = {"unknown_label": left_out.get("unknown_label", 0), "filtered": left_out.get("filtered", 0)}
     report_path = write_outputs(out, photos, metrics, class_names, settings, predictor.meta, args)

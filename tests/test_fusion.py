@@ -241,3 +241,14 @@ def test_face_tracks_follow_overlapping_boxes():
     tracks = TrackCentring(predictor=None, min_group=3)
     tracks.tracks = [{"box": (0, 0, 100, 100)}, {"box": (300, 0, 100, 100)}]
     assert tracks._match([(305, 5, 100, 100), (5, 0, 100, 100), (600, 600, 50, 50)]) == [1, 0, None]
+
+
+def test_cross_dataset_evaluation_of_a_subject_norm_model_centres_each_person(norm_run, dataset, tmp_path):
+    from efr.crosseval import EvalSettings, evaluate_folder
+
+    result = evaluate_folder(EvalSettings(model=str(norm_run.run_dir / "best.keras"), data=str(dataset / "Test"),
+                                          out=str(tmp_path / "eval"), faces_only=True))
+    metrics = result.metrics
+    assert metrics["transductive"] is True
+    assert metrics["accuracy_faces"] == pytest.approx(norm_run.metrics["test_accuracy"], abs=1e-6)  # same centring
+    assert "TRANSDUCTIVE" in (tmp_path / "eval" / "report.html").read_text()

@@ -84,6 +84,9 @@ def result_lines(metrics, out_dir):
         f"accuracy over all {counts['scored_faces'] + counts['no_face']} photos (no face = wrong): "
         f"{metrics['accuracy_all_photos']:.3f} {format_interval(metrics['accuracy_all_photos_ci95'])}",
     ]
+    if metrics.get("transductive"):
+        lines.append("these numbers are TRANSDUCTIVE: the model was trained with --subject-norm, so each face was "
+                     "centred on the mean of the same person's faces in this set")
     if metrics["classes_not_in_set"]:
         outside = metrics["answers_outside_set"]
         lines.append(f"scored on {len(metrics['set_classes'])} shared classes; answers with a class the set lacks "
