@@ -50,6 +50,32 @@ def load_cascade(name_or_path=DEFAULT_CASCADE):
     return cascade
 
 
+def small_grey(image, max_side):
+    """A grey copy of a BGR image whose longer side is at most ``max_side``; return (copy, its scale).
+
+    Area averaging by a whole factor first (OpenCV's fast path for INTER_AREA, ~3x faster
+    than a fractional factor on a 681x1024 frame), then, for what remains, a small
+    fractional step.  The whole-factor step drops the last rows/columns that do not fill a
+    block (fewer than the factor), so a box maps back by dividing by ``scale``.
+    """
+    grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    height, width = grey.shape
+    longer = max(height, width)
+    if longer <= max_side:
+        return grey, 1.0
+    factor = longer // max_side  # whole-factor step: >= 1
+    if factor > 1:
+        grey = cv2.resize(grey[: height - height % factor, : width - width % factor],
+                          (width // factor, height // factor), interpolation=cv2.INTER_AREA)
+    scale = 1.0 / factor
+    rest = max_side / max(grey.shape)
+    if rest < 1.0:  # the fractional remainder, on an image already near the target size
+        grey = cv2.resize(grey, (round(grey.shape[1] * rest), round(grey.shape[0] * rest)),
+                          interpolation=cv2.INTER_AREA)
+        scale *= grey.shape[1] / (width // factor)
+    return grey, scale
+
+
 def detect_faces(
     cascade,
     image,
@@ -67,11 +93,7 @@ def detect_faces(
     global stretch lost faces (synthetic RaFD-like frames) while finding no extra
     ones on RaFD and JAFFE photos.
     """
-    grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    height, width = grey.shape
-    scale = min(1.0, max_side / max(height, width))
-    if scale < 1.0:
-        grey = cv2.resize(grey, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+    grey, scale = small_grey(image, max_side)
     if equalize:
         grey = cv2.equalizeHist(grey)
     smallest = max(20, int(min(grey.shape) * min_size))

@@ -41,6 +41,7 @@ from tqdm import tqdm
 from efr import faces, runstate
 from efr.errors import EFRError
 from efr.imageio import UnreadableImageError, atomic_path, is_image_file, read_image, write_image, write_text_atomic
+from efr.litert import DEFAULT_RUNTIME, RUNTIMES
 
 log = logging.getLogger("efr.predict")
 
@@ -158,9 +159,10 @@ class Predictor:
     """
 
     def __init__(self, model, meta, model_path="model", cascade=None, margin=None, faces_only=False,
-                 batch_size=DEFAULT_BATCH_SIZE, max_faces=None):
+                 batch_size=DEFAULT_BATCH_SIZE, max_faces=None, runtime="keras"):
         self.model = model
         self.meta = meta
+        self.model_path = model_path
         self.class_names, self.image_size = check_meta(meta, model_path)
         outputs = model.output_shape[-1] if hasattr(model, "output_shape") else None
         if outputs is not None and outputs != len(self.class_names):
@@ -194,6 +196,12 @@ class Predictor:
 
         if is_fusion(meta):
             self.fusion = FusionRunner(model, meta)
+        # Plain classifiers run in LiteRT when it gives the same outputs (efr.litert); else in Keras.
+        self.lite = None
+        if self.fusion is None and runtime != "keras":
+            from efr.litert import lite_classifier
+
+            self.lite = lite_classifier(model, model_path, runtime)
         if self.align:
             from efr.landmarks import mesh_model_path
 
@@ -252,6 +260,16 @@ class Predictor:
         return [prepare(self.face_crop(image, box)) for box in boxes]
 
     @property
+    def runtime(self):
+        """What classifies the faces: "litert" or "keras"."""
+        return "litert" if self.lite is not None else "keras"
+
+    def _run_batch(self, batch):
+        if self.lite is not None:
+            return self.lite(batch)
+        return np.asarray(self.model.predict_on_batch(batch), dtype=np.float32)
+
+    @property
     def tta(self):
         """The model's test-time augmentation ("flip": each face and its mirror image), as trained."""
         return self.meta.get("tta") or "none"
@@ -271,10 +289,9 @@ class Predictor:
         out = []
         for start in range(0, len(crops), self.batch_size):
             batch = np.stack(crops[start : start + self.batch_size]).astype(np.float32)
-            probs = np.asarray(self.model.predict_on_batch(batch), dtype=np.float32)
+            probs = self._run_batch(batch)
             if self.tta == "flip":
-                mirrored = np.ascontiguousarray(batch[:, :, ::-1])
-                probs = (probs + np.asarray(self.model.predict_on_batch(mirrored), dtype=np.float32)) / 2.0
+                probs = (probs + self._run_batch(np.ascontiguousarray(batch[:, :, ::-1]))) / 2.0
             out.append(probs)
         probs = np.concatenate(out)
         if probs.ndim != 2 or probs.shape[1] != len(self.class_names):
@@ -294,10 +311,12 @@ class Predictor:
         return rows
 
 
-def load_predictor(model_path, allow_unfinished=False, **options):
+def load_predictor(model_path, allow_unfinished=False, runtime=DEFAULT_RUNTIME, **options):
     """Load ``model_path`` (a .keras saved by EFR, in Keras safe mode) into a Predictor.
 
     A model from a run that did not finish (efr.runstate) is refused unless ``allow_unfinished``.
+    ``runtime``: "auto" (LiteRT when the model converts and gives Keras' outputs, else Keras),
+    "litert" or "keras" (efr.litert).
     """
     from efr.modelio import load_model, read_meta
 
@@ -307,7 +326,7 @@ def load_predictor(model_path, allow_unfinished=False, **options):
     check_meta(read_meta(model_path), model_path)  # a bad file is refused before TensorFlow loads (seconds)
     runstate.check_model_finished(model_path, allow_unfinished, log)
     model, meta = load_model(model_path)
-    return Predictor(model, meta, model_path=model_path, **options)
+    return Predictor(model, meta, model_path=model_path, runtime=runtime, **options)
 
 
 # ---------------------------------------------------------------------------------------
@@ -548,6 +567,11 @@ class Runner:
 
     # -- detection, in worker threads --------------------------------------------------
 
+    @property
+    def window(self):
+        """Photos in flight: a whole batch ahead, so that reading and detection go on while the model runs."""
+        return 4 * self.workers + 2 * self.predictor.batch_size
+
     def _find(self, image, source, frame):
         boxes = self.predictor.locate(image)
         return _Found(source, frame, image, boxes, self.predictor.crops(image, boxes))
@@ -601,7 +625,7 @@ class Runner:
 
     def run_images(self, items):
         bar = tqdm(total=len(items), desc="photos", unit="photo", disable=not self.progress)
-        found_items = bounded_map(self._find_in_file, items, self.workers, window=4 * self.workers + 8)
+        found_items = bounded_map(self._find_in_file, items, self.workers, window=self.window)
         try:
             for found, rows in self._classified(found_items):
                 bar.update()
@@ -625,7 +649,7 @@ class Runner:
         other photos of the same person given in this run.
         """
         bar = tqdm(total=len(items), desc="photos", unit="photo", disable=not self.progress)
-        found_items = bounded_map(self._find_in_file, items, self.workers, window=4 * self.workers + 8)
+        found_items = bounded_map(self._find_in_file, items, self.workers, window=self.window)
         kept, blocks, mirrored, groups = [], [], [], []
         flip = self.predictor.tta == "flip"
         try:
@@ -912,8 +936,13 @@ def photo_subjects(items, subject_regex=None):
 
 def predict(model_path, inputs=(), camera=None, out_dir=None, fmt="csv", batch_size=DEFAULT_BATCH_SIZE,
             every=1, max_frames=None, faces_only=False, cascade=None, margin=None, max_faces=None, show=False,
-            workers=None, progress=True, subject_norm=False, subject_regex=None, allow_unfinished=False):
+            workers=None, progress=True, subject_norm=False, subject_regex=None, allow_unfinished=False,
+            runtime=DEFAULT_RUNTIME):
     """Predict every face in ``inputs`` (photos, folders, videos) or a camera; return a PredictionResult.
+
+    ``model_path``: a model file, or a Predictor already loaded (load_predictor) to reuse it
+    across calls (then the loading options, cascade, margin, batch_size, max_faces and
+    runtime, are the Predictor's own).
 
     Raises EFRError for an unusable model, a missing input path, or when nothing at all
     could be read.  With ``out_dir``: writes predictions.<fmt> and annotated copies.
@@ -931,6 +960,8 @@ def predict(model_path, inputs=(), camera=None, out_dir=None, fmt="csv", batch_s
         raise EFRError(f"--every {every}: expected 1 or more (analyse every Nth frame)")
     if int(batch_size) < 1:
         raise EFRError(f"--batch-size {batch_size}: expected 1 or more")
+    if runtime not in RUNTIMES:
+        raise EFRError(f"--runtime {runtime}: expected one of {', '.join(RUNTIMES)}")
     for option, value, least in (("--max-frames", max_frames, 1), ("--max-faces", max_faces, 1),
                                  ("--workers", workers, 1), ("--camera", camera, 0)):
         if value is not None and int(value) < least:
@@ -946,9 +977,15 @@ def predict(model_path, inputs=(), camera=None, out_dir=None, fmt="csv", batch_s
     if subject_norm:
         # Photos are grouped by person; video and camera faces by face track (TrackCentring).
         subjects = photo_subjects([i for i in items if i.kind == "image"], subject_regex)
-    predictor = load_predictor(model_path, allow_unfinished=allow_unfinished, cascade=cascade, margin=margin,
-                               faces_only=faces_only,
-                               batch_size=batch_size, max_faces=max_faces)
+    if isinstance(model_path, Predictor):
+        predictor, model_path = model_path, model_path.model_path
+        if predictor.faces_only != bool(faces_only):
+            raise EFRError("faces_only differs from the loaded Predictor's: load it with faces_only="
+                           f"{bool(faces_only)}")
+    else:
+        predictor = load_predictor(model_path, allow_unfinished=allow_unfinished, cascade=cascade, margin=margin,
+                                   faces_only=faces_only, batch_size=batch_size, max_faces=max_faces,
+                                   runtime=runtime)
     if predictor.subject_norm and not subject_norm:
         raise EFRError(
             f"{model_path} was trained with --subject-norm: it classifies a face relative to the other photos of "
@@ -957,8 +994,8 @@ def predict(model_path, inputs=(), camera=None, out_dir=None, fmt="csv", batch_s
     if subject_norm and not predictor.subject_norm:
         raise EFRError(f"--subject-norm: {model_path} was not trained with --subject-norm (efe_cnn.py --model "
                        "fusion --subject-norm); leave the option out")
-    log.info("model %s: %d classes (%s), input %dx%d", model_path, len(predictor.class_names),
-             ", ".join(predictor.class_names), predictor.image_size[1], predictor.image_size[0])
+    log.info("model %s: %d classes (%s), input %dx%d, run by %s", model_path, len(predictor.class_names),
+             ", ".join(predictor.class_names), predictor.image_size[1], predictor.image_size[0], predictor.runtime)
     runner = Runner(predictor, out_dir=out_dir, workers=workers, progress=progress, show=show)
     try:
         if camera is not None:

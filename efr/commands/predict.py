@@ -17,6 +17,7 @@ from pathlib import Path
 
 from efr.cli import add_verbose_argument, setup_logging
 from efr.errors import EFRError
+from efr.litert import DEFAULT_RUNTIME, RUNTIMES
 from efr.predict import DEFAULT_BATCH_SIZE, FORMATS, format_summary, format_table, predict
 
 SUMMARY = "emotion of every face in photos, folders, videos or a camera"
@@ -39,6 +40,9 @@ def add_arguments(parser):
     parser.add_argument("--faces-only", action="store_true",
                         help="inputs are already-cropped faces (e.g. a Dataset folder): skip face detection")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="faces per model call")
+    parser.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
+                        help="what runs the classifier: litert (XNNPACK, faster on CPU; converted once per model and "
+                        "cached), keras, or auto (litert when it gives Keras' outputs, else keras)")
     parser.add_argument("--subject-norm", action="store_true",
                         help="for fusion models trained with --subject-norm: centre each person's faces on their own "
                         "mean (TRANSDUCTIVE; photos: at least 3 faces a person, people from RaFD names or "
@@ -94,6 +98,7 @@ def run_args(args):
         subject_norm=args.subject_norm, subject_regex=args.subject_regex,
         cascade=args.cascade, margin=args.margin, max_faces=args.max_faces, show=args.show,
         workers=args.workers, progress=not args.quiet, allow_unfinished=args.allow_unfinished,
+        runtime=args.runtime,
     )
     print(format_table(result, max_rows=args.table_rows, common_root=common_root(args.inputs)))
     print(format_summary(result))
