@@ -1,6 +1,7 @@
 """Prediction throughput: EFR's predict pipeline against the `fer` package and the original approach.
 
-    python bench/bench_predict.py                      # 64 photos, seed CNN at 64 px
+    python bench/bench_predict.py                      # 96 photos, 1,440 faces, seed CNN at 64 px
+    python bench/bench_predict.py --json out.json      # also write the figures and targets as JSON
     python bench/bench_predict.py --photos 128 --img-size 256 --fer-python /work/fervenv/bin/python
 
 Measures, on the same RaFD-sized (681x1024) synthetic photos (efr.synthetic):
@@ -12,8 +13,16 @@ Measures, on the same RaFD-sized (681x1024) synthetic photos (efr.synthetic):
      crop, resize, model.predict on that one face (how the seed project's script ran);
    * fer (https://pypi.org/project/fer/, FER(mtcnn=False): Haar + its 64x64 grey
      mini-Xception), run by --fer-python in its own environment, when given/found.
-2. classification only, on already-cropped faces (--faces-only): EFR against fer with
-   the face box set to the whole crop.
+2. classification only, on already-cropped faces (--faces-only, --faces of them: the crops
+   repeated), four ways in interleaved rounds, the fastest round of each kept:
+   * EFR: efr.predict.predict(predictor, [paths], faces_only=True) with a loaded Predictor
+     (its default runtime: LiteRT when the model converts, else Keras), and the same with
+     runtime="keras";
+   * the plain loop a user would write: cv2.imread each PNG, resize, one
+     model.predict_on_batch per 32 faces (same model, same process, warmed up);
+   * the ceiling: the same model's predict_on_batch on the same faces already decoded and
+     resized in memory (no file reading at all);
+   * fer with the face box set to the whole crop (its own process; fastest of its rounds).
 
 The EFR model is the seed CNN (untrained weights: speed does not depend on them) unless
 --model is given.  Models are loaded and warmed up before timing.  Every figure comes
@@ -55,17 +64,26 @@ def one(path):
     boxes = [(0, 0, img.shape[1], img.shape[0])] if whole else None
     return detector.detect_emotions(img, face_rectangles=boxes)
 one(paths[0]); one(paths[-1])  # warm-up: model load, first inference
-start = time.perf_counter()
-found = sum(len(one(p)) for p in paths)
-seconds = time.perf_counter() - start
+best = None
+for _ in range(int(sys.argv[3])):
+    start = time.perf_counter()
+    found = sum(len(one(p)) for p in paths)
+    seconds = time.perf_counter() - start
+    best = seconds if best is None else min(best, seconds)
 import fer
-print(json.dumps({"seconds": seconds, "faces": found, "version": fer.__version__}))
+print(json.dumps({"seconds": best, "faces": found, "version": fer.__version__}))
 """
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--photos", type=int, default=64, help="photos to time (multiples of 8: subjects x 8 emotions)")
+    parser.add_argument("--photos", type=int, default=96, help="photos to time (multiples of 8: subjects x 8 emotions)")
+    parser.add_argument("--faces", type=int, default=1440,
+                        help="faces for the classification-only timings (the photos' crops, repeated)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the fastest of each way is kept")
+    parser.add_argument("--original-photos", type=int, default=32,
+                        help="photos for the original approach (slow: ~4 photos/s)")
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write the figures and targets here")
     parser.add_argument("--img-size", type=int, default=64, help="EFR model input side (the demo's 64; original 256)")
     parser.add_argument("--model", default=None, help="an EFR .keras model to time instead of the seed CNN")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -73,6 +91,7 @@ def parse_args(argv=None):
                         help=f"python of an environment with `fer` installed (default {DEFAULT_FER_PYTHON} if present)")
     parser.add_argument("--out", default=str(REPO / "bench" / "out" / "predict"), help="scratch folder")
     parser.add_argument("--skip-original", action="store_true", help="do not time the original approach")
+    parser.add_argument("--skip-fer", action="store_true", help="do not time the fer package")
     return parser.parse_args(argv)
 
 
@@ -111,22 +130,80 @@ def make_model(args, out):
     return path
 
 
-def time_efr(model_path, inputs, count, batch_size, faces_only=False):
-    from efr.predict import predict
+def best_of(rounds, fn):
+    """Seconds of the fastest of ``rounds`` calls of ``fn`` (after one warm-up call)."""
+    fn()
+    best = None
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        seconds = time.perf_counter() - start
+        best = seconds if best is None else min(best, seconds)
+    return best
 
-    predict(model_path, inputs[:2], batch_size=batch_size, faces_only=faces_only, progress=False)  # warm-up
-    start = time.perf_counter()
-    result = predict(model_path, inputs, batch_size=batch_size, faces_only=faces_only, progress=False)
-    seconds = time.perf_counter() - start
-    # predict() loads the model itself: time that separately and leave it out of the rate.
-    from efr.predict import load_predictor
+
+def faces_only_ways(model_path, crops, batch_size):
+    """The classification-only ways, each a no-argument function over the same ``crops``."""
+    from efr.modelio import load_model
+    from efr.predict import load_predictor, predict
+
+    model, meta = load_model(model_path)
+    height, width = (int(v) for v in meta["image_size"])
+
+    def small(image):
+        return cv2.cvtColor(cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+
+    decoded = np.stack([small(cv2.imread(str(p))) for p in crops]).astype(np.float32)
+
+    def ceiling():
+        for start in range(0, len(decoded), batch_size):
+            model.predict_on_batch(decoded[start : start + batch_size])
+
+    def plain_loop():
+        for start in range(0, len(crops), batch_size):
+            batch = [small(cv2.imread(str(p))) for p in crops[start : start + batch_size]]
+            model.predict_on_batch(np.stack(batch).astype(np.float32))
+
+    predictors = {runtime: load_predictor(model_path, faces_only=True, batch_size=batch_size, runtime=runtime)
+                  for runtime in ("auto", "keras")}
+
+    def efr(runtime):
+        def run():
+            result = predict(predictors[runtime], crops, faces_only=True, progress=False)
+            assert result.faces == len(crops), (result.faces, len(crops))
+        return run
+
+    return {"efr": efr("auto"), "efr_keras": efr("keras"), "plain_loop": plain_loop, "ceiling": ceiling}, \
+        predictors["auto"].runtime
+
+
+def time_interleaved(ways, rounds):
+    """{name: fastest seconds}, the ways run in turn in each round so that load hits all alike."""
+    for fn in ways.values():
+        fn()  # warm-up
+    best = {}
+    for _ in range(rounds):
+        for name, fn in ways.items():
+            start = time.perf_counter()
+            fn()
+            seconds = time.perf_counter() - start
+            best[name] = min(best.get(name, seconds), seconds)
+    return best
+
+
+def time_efr_end_to_end(model_path, photos, batch_size, rounds):
+    from efr.predict import load_predictor, predict
 
     load_start = time.perf_counter()
-    load_predictor(model_path)
+    predictor = load_predictor(model_path, batch_size=batch_size)
     load_seconds = time.perf_counter() - load_start
-    assert result.photos == count, (result.photos, count)
-    return {"seconds": seconds - load_seconds, "faces": result.faces, "load_seconds": load_seconds,
-            "total_seconds": seconds}
+    found = {}
+
+    def run():
+        found["faces"] = predict(predictor, photos, progress=False).faces
+
+    return {"seconds": best_of(rounds, run), "faces": found["faces"], "load_seconds": load_seconds,
+            "runtime": predictor.runtime}
 
 
 def time_original(model_path, photos):
@@ -155,10 +232,10 @@ def time_original(model_path, photos):
     return {"seconds": time.perf_counter() - start, "faces": found}
 
 
-def time_fer(fer_python, paths, whole):
+def time_fer(fer_python, paths, whole, rounds):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     done = subprocess.run([str(fer_python), "-c", FER_SCRIPT, json.dumps([str(p) for p in paths]),
-                           "whole" if whole else "detect"], capture_output=True, text=True, env=env)
+                           "whole" if whole else "detect", str(rounds)], capture_output=True, text=True, env=env)
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -168,57 +245,95 @@ def rate(entry, count):
     return count / entry["seconds"] if entry.get("seconds") else float("nan")
 
 
+def target(name, ratio, goal, detail):
+    return {"name": name, "ratio": round(ratio, 3), "target": goal, "met": bool(ratio >= goal), "detail": detail}
+
+
 def main(argv=None):
     args = parse_args(argv)
     out = Path(args.out)
     photos = make_photos(out, args.photos)
     crops = make_crops(photos, out)
+    faces_list = [crops[i % len(crops)] for i in range(args.faces)]
     model_path = make_model(args, out)
-    fer_python = Path(args.fer_python) if args.fer_python else (DEFAULT_FER_PYTHON if DEFAULT_FER_PYTHON.exists()
-                                                                else None)
-    print(f"{len(photos)} photos {RAFD_SIZE[0]}x{RAFD_SIZE[1]}, {len(crops)} crops "
-          f"{faces.DEFAULT_IMAGE_SIZE} px; model {model_path.name}; {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f}; python {platform.python_version()}")
+    fer_python = None if args.skip_fer else (
+        Path(args.fer_python) if args.fer_python else (DEFAULT_FER_PYTHON if DEFAULT_FER_PYTHON.exists() else None))
+    load_before = os.getloadavg()[0]
+    print(f"{len(photos)} photos {RAFD_SIZE[0]}x{RAFD_SIZE[1]}, {len(crops)} crops {faces.DEFAULT_IMAGE_SIZE} px "
+          f"({len(faces_list)} faces for classification only); model {model_path.name}; {os.cpu_count()} CPUs, "
+          f"load average {load_before:.1f}; python {platform.python_version()}; best of {args.rounds} rounds")
 
-    results = {}
-    results["efr"] = time_efr(model_path, [out / "photos"] if len(list_images(out / "photos")) == len(photos)
-                              else photos, len(photos), args.batch_size)
-    results["efr_faces_only"] = time_efr(model_path, [out / "crops"], len(crops), args.batch_size, faces_only=True)
+    ways, runtime = faces_only_ways(model_path, faces_list, args.batch_size)
+    only = time_interleaved(ways, args.rounds)
+    e2e = {"efr": time_efr_end_to_end(model_path, photos, args.batch_size, args.rounds)}
     if not args.skip_original:
-        results["original"] = time_original(model_path, photos)
+        originals = photos[: args.original_photos]
+        e2e["original"] = time_original(model_path, originals)
+        e2e["original"]["photos"] = len(originals)
     if fer_python is not None:
-        results["fer"] = time_fer(fer_python, photos, whole=False)
-        results["fer_faces_only"] = time_fer(fer_python, crops, whole=True)
+        e2e["fer"] = time_fer(fer_python, photos, whole=False, rounds=args.rounds)
+        only_fer = time_fer(fer_python, faces_list, whole=True, rounds=args.rounds)
     else:
+        only_fer = {"error": "not measured (no --fer-python and no /work/fervenv; see the docstring)"}
         print("fer: skipped (no --fer-python and no /work/fervenv; see bench docstring)")
 
-    counts = {"efr": len(photos), "original": len(photos), "fer": len(photos),
-              "efr_faces_only": len(crops), "fer_faces_only": len(crops)}
-    print(f"\n{'pipeline':<32} {'items/s':>9} {'seconds':>8} {'faces':>6}")
+    rates = {name: len(faces_list) / seconds for name, seconds in only.items()}
+    if "error" not in only_fer:
+        rates["fer"] = len(faces_list) / only_fer["seconds"]
+    e2e_rates = {name: entry.get("photos", len(photos)) / entry["seconds"]
+                 for name, entry in e2e.items() if "error" not in entry}
     labels = {
-        "efr": "EFR predict, end to end",
-        "original": "original approach, end to end",
-        "fer": "fer (Haar), end to end",
-        "efr_faces_only": "EFR predict --faces-only",
-        "fer_faces_only": "fer on crops (box = whole crop)",
+        "efr": f"EFR predict --faces-only ({runtime})", "efr_keras": "EFR predict --faces-only --runtime keras",
+        "plain_loop": "plain loop (imread + predict_on_batch)", "ceiling": "ceiling (predict_on_batch, in memory)",
+        "fer": "fer on crops (box = whole crop)",
     }
-    for key in ("efr", "original", "fer", "efr_faces_only", "fer_faces_only"):
-        if key not in results:
-            continue
-        entry = results[key]
+    rows = []
+    print(f"\nclassification only ({len(faces_list)} faces)")
+    for name, label in labels.items():
+        if name in rates:
+            print(f"  {label:<44} {rates[name]:8.1f} faces/s")
+            rows.append({"label": label, "value": round(rates[name], 1), "unit": "faces/s"})
+        else:
+            print(f"  {label:<44} {only_fer.get('error', 'failed')}")
+            rows.append({"label": label, "value": None, "unit": "faces/s", "error": only_fer.get("error")})
+    e2e_labels = {"efr": f"EFR predict, end to end ({e2e['efr']['runtime']})",
+                  "original": "original approach, end to end", "fer": "fer (Haar), end to end"}
+    print(f"end to end ({len(photos)} photos {RAFD_SIZE[0]}x{RAFD_SIZE[1]} JPEG, detection included)")
+    for name, entry in e2e.items():
         if "error" in entry:
-            print(f"{labels[key]:<32} failed: {entry['error']}")
+            print(f"  {e2e_labels[name]:<44} failed: {entry['error']}")
+            rows.append({"label": e2e_labels[name], "value": None, "unit": "photos/s", "error": entry["error"]})
             continue
-        print(f"{labels[key]:<32} {rate(entry, counts[key]):9.1f} {entry['seconds']:8.2f} {entry['faces']:6d}")
-    print(f"(EFR model load, not in the rates: {results['efr']['load_seconds']:.2f} s)")
+        print(f"  {e2e_labels[name]:<44} {e2e_rates[name]:8.1f} photos/s  ({entry['faces']} faces)")
+        rows.append({"label": e2e_labels[name], "value": round(e2e_rates[name], 1), "unit": "photos/s"})
+    print(f"(EFR model load, not in the rates: {e2e['efr']['load_seconds']:.2f} s)")
+
+    targets = [
+        target("faces only: EFR / plain loop", rates["efr"] / rates["plain_loop"], 1.5,
+               f"{rates['efr']:.0f} vs {rates['plain_loop']:.0f} faces/s"),
+        target("faces only: EFR / ceiling", rates["efr"] / rates["ceiling"], 0.8,
+               f"{rates['efr']:.0f} vs {rates['ceiling']:.0f} faces/s"),
+    ]
+    if "fer" in rates:
+        targets.append(target("faces only: EFR / fer", rates["efr"] / rates["fer"], 2.0,
+                              f"{rates['efr']:.0f} vs {rates['fer']:.0f} faces/s"))
+    if "fer" in e2e_rates:
+        targets.append(target("end to end: EFR / fer", e2e_rates["efr"] / e2e_rates["fer"], 2.0,
+                              f"{e2e_rates['efr']:.1f} vs {e2e_rates['fer']:.1f} photos/s"))
     print()
-    for base in ("original", "fer"):
-        if base in results and "error" not in results[base]:
-            print(f"end to end: EFR / {base} = {rate(results['efr'], len(photos)) / rate(results[base], len(photos)):.2f}x")
-    if "fer_faces_only" in results and "error" not in results["fer_faces_only"]:
-        ratio = rate(results["efr_faces_only"], len(crops)) / rate(results["fer_faces_only"], len(crops))
-        print(f"faces only: EFR / fer = {ratio:.2f}x")
-        print(f"fer version {results['fer'].get('version', '?')}")
+    for t in targets:
+        print(f"{t['name']:<34} {t['ratio']:6.2f}x  (target {t['target']}x: {'met' if t['met'] else 'MISSED'}; "
+              f"{t['detail']})")
+    if "original" in e2e_rates:
+        print(f"end to end: EFR / original = {e2e_rates['efr'] / e2e_rates['original']:.2f}x")
+    notes = [f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after",
+             f"model: {model_path.name} (untrained seed CNN at {args.img_size} px unless --model)",
+             f"fer {e2e.get('fer', {}).get('version', 'not measured')}"]
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({
+            "name": "predict", "command": "python bench/bench_predict.py " + " ".join(argv or sys.argv[1:]),
+            "rows": rows, "targets": targets, "notes": notes}, indent=2))
     return 0
 
 
