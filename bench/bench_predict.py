@@ -41,7 +41,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
