@@ -8,7 +8,8 @@ project's 2-core machine (BENCHMARKS.md), with outputs equal to 1e-6.
 
 The conversion takes 0.5-3 s, so it is cached per model file, keyed by the file's
 content hash and the TensorFlow version: ``$EFR_CACHE_DIR/litert/`` (default
-``$XDG_CACHE_HOME/efr`` or ``~/.cache/efr``).  A converted model is checked against
+``$XDG_CACHE_HOME/efr`` or ``~/.cache/efr``); with ``runtime="auto"``, predict converts a
+model only for a job that repays it (``worth_converting``) and otherwise runs Keras.  A converted model is checked against
 Keras on a probe batch before it is used; a model that fails to convert or to match
 stays on Keras (``runtime="auto"``) or is an error (``runtime="litert"``).
 """
@@ -29,6 +30,9 @@ log = logging.getLogger("efr.litert")
 
 RUNTIMES = ("auto", "litert", "keras")
 DEFAULT_RUNTIME = "auto"
+# With runtime "auto", a model not converted yet is converted only for a job long enough to repay the
+# 0.5-3 s conversion: a video, a camera, or at least this many photos (below it Keras runs the job).
+AUTO_MIN_PHOTOS = 200
 TOLERANCE = 1e-4  # largest allowed |LiteRT - Keras| on the probe batch (probabilities)
 
 
@@ -47,6 +51,20 @@ def file_key(path):
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return f"{digest.hexdigest()[:24]}-tf{tf.__version__}"
+
+
+def cached_path(model_path):
+    """Where the conversion of ``model_path`` is (or would be) cached."""
+    return cache_dir() / f"{file_key(model_path)}.tflite"
+
+
+def worth_converting(model_path, photos, streams):
+    """runtime "auto" for a job of ``photos`` photos and ``streams`` videos/cameras: LiteRT or Keras?
+
+    LiteRT when the model's conversion is cached already, or the job is long enough to
+    repay it (any video or camera, or AUTO_MIN_PHOTOS photos or more).
+    """
+    return streams > 0 or photos >= AUTO_MIN_PHOTOS or cached_path(model_path).is_file()
 
 
 def convert(model):
@@ -96,7 +114,7 @@ def _probe(model, count=4, seed=0):
 
 def _converted(model, model_path):
     """Cached or fresh ``.tflite`` bytes for ``model`` loaded from ``model_path``."""
-    cached = cache_dir() / f"{file_key(model_path)}.tflite"
+    cached = cached_path(model_path)
     if cached.is_file():
         return cached.read_bytes()
     content = convert(model)

@@ -983,6 +983,12 @@ def predict(model_path, inputs=(), camera=None, out_dir=None, fmt="csv", batch_s
             raise EFRError("faces_only differs from the loaded Predictor's: load it with faces_only="
                            f"{bool(faces_only)}")
     else:
+        if runtime == "auto" and Path(model_path).is_file():
+            from efr.litert import worth_converting
+
+            photos = sum(1 for i in items if i.kind == "image")
+            if not worth_converting(model_path, photos, len(items) - photos + (camera is not None)):
+                runtime = "keras"  # a short job: converting for LiteRT would cost more than it saves
         predictor = load_predictor(model_path, allow_unfinished=allow_unfinished, cascade=cascade, margin=margin,
                                    faces_only=faces_only, batch_size=batch_size, max_faces=max_faces,
                                    runtime=runtime)

@@ -95,3 +95,29 @@ def test_predict_reuses_a_loaded_predictor_with_the_same_rows(tmp_path, cache):
 def test_bad_runtime_is_refused_before_loading(tmp_path):
     with pytest.raises(EFRError, match="--runtime fast: expected one of auto, litert, keras"):
         efr_predict.predict(tmp_path / "missing.keras", [tmp_path], runtime="fast")
+
+
+def test_auto_converts_only_for_jobs_that_repay_it(tmp_path, cache, monkeypatch):
+    from efr.imageio import write_image
+
+    model_path = save_tiny_model(tmp_path / "m.keras")
+    folder = tmp_path / "faces"
+    for i, face in enumerate(_faces(3)):
+        write_image(folder / f"f{i}.png", face)
+    runtimes = []
+    real_load = efr_predict.load_predictor
+
+    def spy(*args, **kwargs):
+        predictor = real_load(*args, **kwargs)
+        runtimes.append(predictor.runtime)
+        return predictor
+
+    monkeypatch.setattr(efr_predict, "load_predictor", spy)
+    efr_predict.predict(model_path, [folder], faces_only=True, progress=False)  # 3 photos: not worth it
+    assert runtimes == ["keras"] and not list(cache.glob("*.tflite"))
+    monkeypatch.setattr(litert, "AUTO_MIN_PHOTOS", 3)  # now the job is "long enough"
+    efr_predict.predict(model_path, [folder], faces_only=True, progress=False)
+    monkeypatch.setattr(litert, "AUTO_MIN_PHOTOS", 1000)
+    efr_predict.predict(model_path, [folder], faces_only=True, progress=False)  # short, but converted already
+    assert runtimes == ["keras", "litert", "litert"]
+    assert litert.worth_converting(model_path, photos=0, streams=1)  # any video or camera

@@ -42,7 +42,8 @@ def add_arguments(parser):
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="faces per model call")
     parser.add_argument("--runtime", choices=RUNTIMES, default=DEFAULT_RUNTIME,
                         help="what runs the classifier: litert (XNNPACK, faster on CPU; converted once per model and "
-                        "cached), keras, or auto (litert when it gives Keras' outputs, else keras)")
+                        "cached), keras, or auto (litert when converted already or for a video, a camera or 200+ photos, "
+                        "and only when it gives Keras' outputs; else keras)")
     parser.add_argument("--subject-norm", action="store_true",
                         help="for fusion models trained with --subject-norm: centre each person's faces on their own "
                         "mean (TRANSDUCTIVE; photos: at least 3 faces a person, people from RaFD names or "
