@@ -337,7 +337,8 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--repeat", type=int, default=1, help="repeat the timings and keep the fastest")
     parser.add_argument("--floor-subjects", type=int, default=None,
-                        help="subjects (x 8 emotions x 3 gazes) of the decoding-floor test (default --subjects; 0: skip)")
+                        help="subjects (x 8 emotions x 3 gazes) of the decoding-floor test "
+                             "(default --subjects; 0: skip it)")
     parser.add_argument("--floor-rounds", type=int, default=3, help="interleaved rounds of the decoding-floor test")
     parser.add_argument("--skip-real", action="store_true", help="do not crop the real photos in ../shared/data")
     common.add_json_option(parser)

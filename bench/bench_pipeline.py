@@ -112,8 +112,8 @@ def main(argv=None):
         labels = {"memory": "in memory: float32 NumPy array, model.fit(x, y) (ceiling)",
                   "pipeline": 'efr.data.make_dataset from PNGs, cache="auto" (default)',
                   "stream": 'efr.data.make_dataset, cache="none" (decode every epoch)'}
-        rows = [common.row(labels[name], rate[name], "images/s", f"ratio to the ceiling {rate[name] / rate['memory']:.3f}")
-                for name in ways]
+        rows = [common.row(labels[name], rate[name], "images/s",
+                           f"ratio to the ceiling {rate[name] / rate['memory']:.3f}") for name in ways]
         detail = (f"{args.images} images {args.size} px, batch {args.batch_size}, seed CNN, {args.rounds} x "
                   f"{args.epochs} timed epochs per way, interleaved")
         targets = [common.target('make_dataset cache="auto" / in-memory ceiling', rate["pipeline"] / rate["memory"],
