@@ -54,9 +54,12 @@ BENCHES = {
              ["--subjects", "3", "--repeat", "1", "--floor-subjects", "4", "--floor-rounds", "3", "--skip-real"]),
     "augment": ("bench_augment.py", ["--repeats", "5"], ["--photos", "50", "--repeats", "2"]),
     "pipeline": ("bench_pipeline.py", ["--images", "320", "--epochs", "2"],
-                 ["--images", "64", "--epochs", "1", "--rounds", "2"]),
-    "memory": ("bench_memory.py", ["--sizes", "500", "5000"], ["--sizes", "120", "480"]),
-    "predict": ("bench_predict.py", ["--photos", "96"], ["--photos", "32"]),
+                 ["--images", "96", "--epochs", "1", "--rounds", "3", "--size", "128"]),
+    # 128 = 96 Valid/Test images + one batch of 32 for Train
+    "memory": ("bench_memory.py", ["--sizes", "500", "5000"], ["--sizes", "128", "320"]),
+    # bench_predict.py's size options as the lead's version has them (--faces, --rounds, --original-photos)
+    "predict": ("bench_predict.py", ["--photos", "96"],
+                ["--photos", "32", "--faces", "320", "--rounds", "2", "--original-photos", "16"]),
     "scaling": ("bench_scaling.py", ["--rounds", "2"], ["--quick"]),
 }
 
@@ -100,6 +103,8 @@ def run_bench(name, argv, json_path, stderr_path, timeout=None, env=None):
                 entry["result"] = json.loads(json_path.read_text())
             except ValueError as err:
                 problem = f"unreadable JSON ({err})"
+    if problem is not None and len(problem) > 300:
+        problem = problem[:297] + "..."
     entry["status"] = "ok" if problem is None else f"failed: {problem}"
     return entry
 
