@@ -87,11 +87,12 @@ def make_photos(sizes, workers):
     """{size: folder of that many photos}; the largest set is rendered once (in ``workers`` processes)."""
     largest = max(sizes)
     folder = OUT / f"photos_{largest}"
-    marker = folder / ".complete"
+    marker = folder / f".complete-{common.synthetic_key()}"  # made again when efr/synthetic.py changes
     if marker.is_file():
         names = marker.read_text().split()
     else:
-        folder.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
         jobs = [(str(folder), *plan) for plan in photo_plan(largest)]
         started = time.perf_counter()
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -105,7 +106,7 @@ def make_photos(sizes, workers):
             folders[size] = folder
             continue
         subset = OUT / f"photos_{size}_of_{largest}"
-        if not (subset / ".complete").is_file():
+        if not (subset / marker.name).is_file():
             shutil.rmtree(subset, ignore_errors=True)
             subset.mkdir(parents=True)
             for name in names[:size]:
@@ -113,7 +114,7 @@ def make_photos(sizes, workers):
                     os.link(folder / name, subset / name)
                 except OSError:
                     shutil.copy2(folder / name, subset / name)
-            (subset / ".complete").write_text("done\n")
+            (subset / marker.name).write_text("done\n")
         folders[size] = subset
     return folders
 
@@ -325,9 +326,11 @@ def main(argv=None):
         print(f"{entry['name']}: {entry['ratio']:.2f} (target {entry['op']} {entry['target']}: "
               f"{'met' if entry['met'] else 'MISSED'}; {entry['detail']})")
     if args.json:
+        loads = [", ".join(f"{v:.2f}" for v in load) if load else "unknown"
+                 for load in (load_before, common.load_average())]
         notes = [f"crop and augment rates include starting their workers; predict's leaves out the model load "
                  f"(seed CNN {args.img_size} px, untrained); {args.rounds} round(s); load average "
-                 f"{load_before} before, {common.load_average()} after"]
+                 f"{loads[0]} before, {loads[1]} after"]
         common.write_result(args.json, common.result("scaling", common.command_line(), rows, targets, notes))
     return 0
 
