@@ -7,6 +7,7 @@ plus EFR's default recipe, in one run so that the ratios share the machine's loa
 
     python bench/bench_augment.py                   # 200 synthetic 256x256 faces
     python bench/bench_augment.py --photos 100 --workers 2
+    python bench/bench_augment.py --photos 50 --repeats 2 --json bench/out/augment.json
 
 Photos: synthetic RaFD-like portraits (efr.synthetic), face found with the Haar
 cascade and cropped to 256x256 as crop.py does, written as PNG into a Dataset layout
@@ -26,6 +27,8 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import common  # noqa: E402  (bench/common.py: the --json result shape)
 
 from efr import augment  # noqa: E402
 from efr.augment_dataset import augment_dataset  # noqa: E402
@@ -112,6 +115,7 @@ def main(argv=None):
     parser.add_argument("--copies", type=int, default=augment.DEFAULT_COPIES)
     parser.add_argument("--repeats", type=int, default=3, help="rounds; the fastest of each method is reported")
     parser.add_argument("--out", type=Path, default=OUT, help="work folder (deleted at the end); default %(default)s")
+    common.add_json_option(parser)
     args = parser.parse_args(argv)
 
     out = args.out
@@ -184,6 +188,17 @@ def main(argv=None):
           f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}")
     print("user + sys s > wall s means the run used more than one core; other processes sharing the CPUs lower "
           "the parallel gain")
+    if args.json:
+        rows = [common.row(label, len(paths) / took, "photos/s",
+                           f"{files} files, {files / took:.1f} files/s, wall {took:.2f} s, user {user:.2f} s, "
+                           f"sys {system:.2f} s, {len(paths) / took / base_rate:.2f}x the seed loop")
+                for label, files, took, user, system in results]
+        targets = [common.target(f"data_aug --recipe original ({workers} threads) / seed loop, 12 outputs per photo",
+                                 ratio, 2, ">=", f"{len(paths)} photos, fastest of {args.repeats} rounds; "
+                                 f"{same_bytes:.2f}x the seed loop writing the same 3-channel files")]
+        notes = [f"PNG writer {default_png_writer()}; {os.cpu_count()} CPUs, workers={workers}; load average at the "
+                 f"end {', '.join(f'{v:.1f}' for v in os.getloadavg())}"]
+        common.write_result(args.json, common.result("augment", common.command_line(), rows, targets, notes))
     return 0
 
 

@@ -1,6 +1,6 @@
 """Benchmark: crop.py's face cropping against the original project's approach.
 
-    python bench/bench_crop.py [--subjects 10] [--workers 2] [--repeat 1]
+    python bench/bench_crop.py [--subjects 10] [--workers 2] [--repeat 1] [--floor-subjects 10] [--json PATH]
 
 The original crop.py loaded the Haar cascade again for every photo and ran
 detectMultiScale on the full-resolution grey frame with OpenCV's defaults; ours loads
@@ -8,12 +8,22 @@ one cascade per worker process, detects on a copy downscaled to 512 px, and uses
 every core.  Both run here, in one process run, on the same RaFD-sized (681x1024)
 synthetic frames, so the ratio holds even when other work shares the machine.
 
+The decoding floor: photos/s of only reading the same full-resolution JPEGs with
+cv2.imread on all cores (a spawned process pool and a thread pool, one OpenCV thread
+per worker; the faster is the floor), against efr.crop.crop_dataset with --gaze all
+on the same frames (--floor-subjects x 8 emotions x 3 gazes), interleaved, fastest
+of --floor-rounds rounds each; both include starting their pool.  Target: crop >= 0.5
+of the floor, finding a face in the same photos as the original approach.
+
 Also, when ../shared/data exists (real photos; never copied into the repo): crops
 rafd_samples (RaFD layout) and jaffe (folders layout, subject regex), prints the
 detection counts of both approaches and writes contact sheets to bench/out/.
 """
 
 import argparse
+import concurrent.futures
+import json
+import multiprocessing
 import os
 import shutil
 import sys
@@ -29,7 +39,10 @@ sys.path.insert(0, str(REPO))
 from efr.crop import CropOptions, crop_dataset  # noqa: E402
 from efr.imageio import list_images  # noqa: E402
 from efr.manifest import read_manifest  # noqa: E402
+from efr.rafd import GAZES  # noqa: E402
 from efr.synthetic import generate_rafd_like  # noqa: E402
+
+import common  # noqa: E402  (bench/common.py: the --json result shape)
 
 OUT = REPO / "bench" / "out"
 SHARED = REPO.parent / "shared" / "data"
@@ -114,9 +127,10 @@ def bench_synthetic(subjects, workers, repeat):
           "  (in-process; OpenCV's own threads)")
     print(f"efr, {workers} workers       : {n / t_ours:7.1f} photos/s ({t_ours:.2f} s)  x{t_orig / t_ours:.1f}"
           "  (includes starting the pool)")
-    report_faces(original, rows, src)
+    faces = report_faces(original, rows, src)
     sheet = contact_sheet(rows[:48], OUT / "ours_synthetic", OUT / "contact_synthetic.png")
     print(f"contact sheet: {sheet}")
+    return {"photos": n, "original": t_orig, "one": t_one, "ours": t_ours, "faces": faces}
 
 
 def report_faces(original, rows, src):
@@ -131,13 +145,187 @@ def report_faces(original, rows, src):
     for title, items in (("face only by original", only_original), ("face only by efr", only_ours)):
         for item in items:
             print(f"  {title}: {item}")
+    total = sum(r["status"] in ("ok", "no_face") for r in rows)
+    return {"original": faces_original, "photos": len(original), "several": several, "efr": ok, "efr_photos": total,
+            "only_original": len(only_original), "only_efr": len(only_ours),
+            "text": f"{faces_original}/{len(original)}, {ok}/{total}",
+            "same": not only_original and not only_ours}
+
+
+def _init_reader():
+    cv2.setNumThreads(1)  # one OpenCV thread per worker: the pool uses the cores
+
+
+def _read(path):
+    """Decode one photo, nothing else (the floor's unit of work)."""
+    return cv2.imread(path) is not None
+
+
+def floor_processes(paths, workers):
+    """Seconds to cv2.imread every photo in a fresh spawned pool of ``workers`` processes (pool start included)."""
+    files = [str(p) for p in paths]
+    start = time.perf_counter()
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=_init_reader) as pool:
+        read = sum(pool.map(_read, files, chunksize=max(1, min(16, len(files) // (workers * 8)))))
+    return time.perf_counter() - start, read
+
+
+def floor_threads(paths, workers):
+    """Seconds to cv2.imread every photo in ``workers`` threads, OpenCV itself single-threaded."""
+    files = [str(p) for p in paths]
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        start = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+            read = sum(pool.map(_read, files))
+        return time.perf_counter() - start, read
+    finally:
+        cv2.setNumThreads(threads)
+
+
+def cached_original_faces(paths, out):
+    """{photo: faces the original loop finds}, remembered per file (name, size, mtime) in bench/out/.
+
+    Only its verdicts are used here, not its speed, and at ~5 photos/s it would be most of
+    a quick run; generate_rafd_like leaves unchanged frames untouched, so they stay cached.
+    """
+    cache_file = OUT / "original_faces_cache.json"
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    keys = {str(p): f"{Path(p).resolve()}:{Path(p).stat().st_size}:{Path(p).stat().st_mtime_ns}" for p in paths}
+    missing = [p for p in paths if keys[str(p)] not in cache]
+    if missing:
+        for path, count in original_crop(missing, out).items():
+            cache[keys[path]] = count
+        common.write_result(cache_file, cache)
+    return {str(p): cache[keys[str(p)]] for p in paths}
+
+
+def crop_boxes(rows):
+    return {r["source"]: (r["status"], r["x"], r["y"], r["w"], r["h"]) for r in rows}
+
+
+def bench_floor(subjects, workers, rounds):
+    """crop_dataset (--gaze all) against only decoding the same frames, interleaved; fastest round of each."""
+    src = OUT / f"synthetic_{subjects}x8x3"
+    # Kept between runs (rendering is ~50 ms a frame); made again when efr/synthetic.py changes.
+    marker = src / f".complete-{common.synthetic_key()}"
+    if marker.is_file():
+        paths = [src / name for name in marker.read_text().split()]
+    else:
+        for old in src.glob(".complete-*"):
+            old.unlink()
+        paths = generate_rafd_like(src, subjects=subjects, gazes=GAZES, progress=True)
+        marker.write_text("\n".join(p.name for p in paths) + "\n")
+    n = len(paths)
+    print(f"\n## decoding floor: {n} photos, 681x1024 JPEG, {subjects} subjects x 8 emotions x {len(GAZES)} gazes; "
+          f"{workers} workers, fastest of {rounds} rounds, load average "
+          f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    options = CropOptions(gazes=None)  # crop.py --gaze all
+    work = OUT / "floor"
+    shutil.rmtree(work, ignore_errors=True)
+    times = {"processes": [], "threads": [], "crop": []}
+    found, read_counts = [], set()
+    try:
+        # A fresh output folder per round, deleted at the end: see the file-system trap in bench_augment.py.
+        for round_index in range(rounds):
+            seconds, read = floor_processes(paths, workers)
+            times["processes"].append(seconds)
+            read_counts.add(read)
+            seconds, read = floor_threads(paths, workers)
+            times["threads"].append(seconds)
+            read_counts.add(read)
+            seconds, rows = run_ours(src, work / f"round{round_index}", workers, options)
+            times["crop"].append(seconds)
+            found.append(crop_boxes(rows))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    best = {k: min(v) for k, v in times.items()}
+    rate = {k: n / v for k, v in best.items()}
+    floor_kind = max(("processes", "threads"), key=lambda k: rate[k])
+    ratio = rate["crop"] / rate[floor_kind]
+    print(f"cv2.imread only, {workers} processes: {rate['processes']:7.1f} photos/s ({best['processes']:.2f} s, "
+          "includes starting the pool)")
+    print(f"cv2.imread only, {workers} threads  : {rate['threads']:7.1f} photos/s ({best['threads']:.2f} s)")
+    print(f"efr crop_dataset, --gaze all   : {rate['crop']:7.1f} photos/s ({best['crop']:.2f} s, includes starting "
+          f"the pool)")
+    print(f"crop / floor ({floor_kind}) = {ratio:.2f} (target >= 0.5: {'met' if ratio >= 0.5 else 'NOT met'}); "
+          f"decoded {'/'.join(str(c) for c in sorted(read_counts))} of {n}")
+    stable = all(f == found[0] for f in found)
+    print(f"crops identical in every round (status and box per photo): {'yes' if stable else 'NO'}")
+    original = cached_original_faces(paths, work / "original")
+    shutil.rmtree(work, ignore_errors=True)
+    ours = {str(src / source): entry[0] == "ok" for source, entry in found[-1].items()}
+    agree = sum(bool(original.get(str(p))) == bool(ours.get(str(p))) for p in paths)
+    faces_original = sum(1 for p in paths if original.get(str(p)))
+    faces_ours = sum(1 for p in paths if ours.get(str(p)))
+    both = sum(1 for p in paths if original.get(str(p)) and ours.get(str(p)))
+    print(f"faces found on these frames: original {faces_original}/{n}, efr {faces_ours}/{n}; "
+          f"same face/no face verdict on {agree}/{n} photos; efr finds {both} of the original's {faces_original}")
+    return {"photos": n, "rate": rate, "best": best, "floor": floor_kind, "ratio": ratio, "stable": stable,
+            "agree": agree, "both": both, "faces_original": faces_original, "faces_ours": faces_ours,
+            "rounds": rounds, "decoded": sorted(read_counts)}
+
+
+def json_result(args, synthetic, floor, real):
+    """The results in the common shape (bench/common.py)."""
+    rows, targets, notes = [], [], []
+    w = args.workers
+    if synthetic:
+        n = synthetic["photos"]
+        rows += [
+            common.row(f"synthetic {n} photos: original crop.py", n / synthetic["original"], "photos/s",
+                       f"{synthetic['original']:.2f} s"),
+            common.row(f"synthetic {n} photos: efr, 1 worker", n / synthetic["one"], "photos/s",
+                       f"x{synthetic['original'] / synthetic['one']:.1f}"),
+            common.row(f"synthetic {n} photos: efr, {w} workers", n / synthetic["ours"], "photos/s",
+                       f"x{synthetic['original'] / synthetic['ours']:.1f}, includes starting the pool"),
+            common.row(f"synthetic {n} photos: faces found (original / efr)", synthetic["faces"]["text"], "",
+                       "same photos" if synthetic["faces"]["same"] else "different photos"),
+        ]
+        targets.append(common.target(f"efr ({w} workers) / original crop.py", synthetic["original"] / synthetic["ours"],
+                                     5, ">=", f"{n} synthetic frontal photos, fastest of {args.repeat}"))
+    if floor:
+        n, rate = floor["photos"], floor["rate"]
+        rows += [
+            common.row(f"floor {n} photos: cv2.imread only, {w} processes", rate["processes"], "photos/s",
+                       "includes starting the pool"),
+            common.row(f"floor {n} photos: cv2.imread only, {w} threads", rate["threads"], "photos/s"),
+            common.row(f"floor {n} photos: crop_dataset --gaze all, {w} workers", rate["crop"], "photos/s",
+                       "includes starting the pool"),
+            common.row(f"floor {n} photos: faces found (original / efr)",
+                       f"{floor['faces_original']}/{n}, {floor['faces_ours']}/{n}", "",
+                       f"same verdict on {floor['agree']}/{n}; crops identical in every round: "
+                       f"{'yes' if floor['stable'] else 'NO'}"),
+        ]
+        targets.append(common.target("crop / decoding floor", floor["ratio"], 0.5, ">=",
+                                     f"crop {rate['crop']:.1f} photos/s, floor ({floor['floor']}) "
+                                     f"{rate[floor['floor']]:.1f} photos/s, fastest of {floor['rounds']} rounds"))
+        extra = floor["faces_ours"] - floor["both"]
+        targets.append(common.target("faces found: efr finds every face the original finds (share)",
+                                     floor["both"] / max(1, floor["faces_original"]), 1.0, ">=",
+                                     f"{floor['both']} of {floor['faces_original']} on the floor frames; efr also "
+                                     f"finds {extra} the original misses; same verdict on {floor['agree']}/{n}"))
+    for name, entry in real.items():
+        if entry is None:
+            notes.append(f"{name}: skipped (real photos not found)")
+            continue
+        faces = entry["faces"]
+        rows.append(common.row(f"{name} ({entry['photos']} real photos): faces found (original / efr)", faces["text"],
+                               "", "same photos" if faces["same"] else "different photos"))
+    notes.append(f"{os.cpu_count()} cores, OpenCV {cv2.__version__}")
+    return common.result("crop", common.command_line(), rows, targets, notes)
 
 
 def bench_real(name, options, workers):
     src = SHARED / name
     if not src.is_dir():
         print(f"\n## {name}: skipped ({src} not found; real photos are optional)")
-        return
+        return None
     paths = list_images(src)
     print(f"\n## real photos: {name} ({len(paths)} photos)")
     start = time.perf_counter()
@@ -146,11 +334,12 @@ def bench_real(name, options, workers):
     seconds, rows = run_ours(src, OUT / f"ours_{name}", workers, options)
     print(f"original {len(paths) / t_orig:.1f} photos/s, efr {len(paths) / seconds:.1f} photos/s "
           f"(x{t_orig / seconds:.1f}; small sets are dominated by starting the pool)")
-    report_faces(original, rows, src)
+    faces = report_faces(original, rows, src)
     several = [r["source"] for r in rows if "faces found" in r["reason"]]
     print(f"efr: {len(several)} photo(s) with several faces (largest kept): {', '.join(several[:5])}")
     sheet = contact_sheet(rows, OUT / f"ours_{name}", OUT / f"contact_{name}.png")
     print(f"contact sheet: {sheet}")
+    return {"photos": len(paths), "original": t_orig, "ours": seconds, "faces": faces}
 
 
 def main(argv=None):
@@ -158,12 +347,24 @@ def main(argv=None):
     parser.add_argument("--subjects", type=int, default=10)
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     parser.add_argument("--repeat", type=int, default=1, help="repeat the timings and keep the fastest")
+    parser.add_argument("--floor-subjects", type=int, default=None,
+                        help="subjects (x 8 emotions x 3 gazes) of the decoding-floor test "
+                             "(default --subjects; 0: skip it)")
+    parser.add_argument("--floor-rounds", type=int, default=3, help="interleaved rounds of the decoding-floor test")
+    parser.add_argument("--skip-real", action="store_true", help="do not crop the real photos in ../shared/data")
+    common.add_json_option(parser)
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     print(f"# crop benchmark ({os.cpu_count()} cores, OpenCV {cv2.__version__})")
-    bench_synthetic(args.subjects, args.workers, args.repeat)
-    bench_real("rafd_samples", CropOptions(), args.workers)
-    bench_real("jaffe", CropOptions(subject_regex=r"^([A-Z]{2})\."), args.workers)
+    synthetic = bench_synthetic(args.subjects, args.workers, args.repeat)
+    floor_subjects = args.subjects if args.floor_subjects is None else args.floor_subjects
+    floor = bench_floor(floor_subjects, args.workers, args.floor_rounds) if floor_subjects > 0 else None
+    real = {}
+    if not args.skip_real:
+        real["rafd_samples"] = bench_real("rafd_samples", CropOptions(), args.workers)
+        real["jaffe"] = bench_real("jaffe", CropOptions(subject_regex=r"^([A-Z]{2})\."), args.workers)
+    if args.json:
+        common.write_result(args.json, json_result(args, synthetic, floor, real))
 
 
 if __name__ == "__main__":

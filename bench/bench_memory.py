@@ -15,6 +15,7 @@ Each measurement runs in its own child process; the peak is the child's ru_maxrs
 Images are quick to make: a few hundred rendered faces reused with fresh noise.
 
     python bench/bench_memory.py --sizes 500 5000
+    python bench/bench_memory.py --sizes 150 600 --json bench/out/memory.json
 """
 
 import argparse
@@ -26,6 +27,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+import common  # noqa: E402  (bench/common.py: the --json result shape)
+
 OUT = REPO / "bench" / "out" / "memory"
 EVAL_IMAGES = 48  # per Valid and Test split
 SIZE = 256
@@ -112,6 +115,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 5000])
     parser.add_argument("--epochs", type=int, default=1)
+    common.add_json_option(parser)
     args = parser.parse_args(argv)
 
     env_note = f"{os.cpu_count()} CPUs; other processes may share them"
@@ -144,6 +148,22 @@ def main(argv=None):
         print(f"efe_cnn.py: {large[0]} images use {large[1] / small[1]:.2f}x the memory of {small[0]} (target < 1.3x)")
         if small[2] and large[2]:
             print(f"original:   {large[0]} images use {large[2] / small[2]:.2f}x the memory of {small[0]}")
+    if args.json:
+        rows = []
+        for count, ours, original, float64_mib in results:
+            rows.append(common.row(f"{count} images: efe_cnn.py peak RSS", ours, "MiB", f"{args.epochs} epoch(s)"))
+            rows.append(common.row(f"{count} images: original loading peak RSS",
+                                   "skipped" if original is None else original, "" if original is None else "MiB",
+                                   f"float64 arrays alone {float64_mib:.0f} MiB"))
+        targets = []
+        if len(results) >= 2:
+            small, large = results[0], results[-1]
+            targets.append(common.target(f"efe_cnn.py peak RSS, {large[0]} / {small[0]} images", large[1] / small[1],
+                                         1.3, "<", f"{large[1]:.0f} MiB / {small[1]:.0f} MiB"
+                                         + (f"; original loading {large[2] / small[2]:.2f}x" if small[2] and large[2]
+                                            else "")))
+        notes = [f"peak RSS = ru_maxrss of a child process; {SIZE} x {SIZE} images, seed CNN; {env_note}"]
+        common.write_result(args.json, common.result("memory", common.command_line(), rows, targets, notes))
     return 0
 
 

@@ -14,6 +14,7 @@ The rounds are interleaved (memory, pipeline, stream, memory, ...) so that load 
 other processes hits all three alike; the ratio is images/s over the ceiling's.
 
     python bench/bench_pipeline.py --images 320 --epochs 2
+    python bench/bench_pipeline.py --images 64 --epochs 1 --json bench/out/pipeline.json
 """
 
 import argparse
@@ -25,6 +26,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import common  # noqa: E402  (bench/common.py: the --json result shape)
 import numpy as np  # noqa: E402
 
 from efr.emotions import EMOTIONS  # noqa: E402
@@ -67,6 +69,7 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the three ways")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
+    common.add_json_option(parser)
     args = parser.parse_args(argv)
 
     import keras
@@ -105,6 +108,18 @@ def main(argv=None):
           f"{args.rounds} x {args.epochs} timed epochs per way, {os.cpu_count()} CPUs")
     for name in ways:
         print(f"  {name:8s} {rate[name]:7.1f} images/s   ratio to in-memory ceiling {rate[name] / rate['memory']:.3f}")
+    if args.json:
+        labels = {"memory": "in memory: float32 NumPy array, model.fit(x, y) (ceiling)",
+                  "pipeline": 'efr.data.make_dataset from PNGs, cache="auto" (default)',
+                  "stream": 'efr.data.make_dataset, cache="none" (decode every epoch)'}
+        rows = [common.row(labels[name], rate[name], "images/s",
+                           f"ratio to the ceiling {rate[name] / rate['memory']:.3f}") for name in ways]
+        detail = (f"{args.images} images {args.size} px, batch {args.batch_size}, seed CNN, {args.rounds} x "
+                  f"{args.epochs} timed epochs per way, interleaved")
+        targets = [common.target('make_dataset cache="auto" / in-memory ceiling', rate["pipeline"] / rate["memory"],
+                                 0.9, ">=", detail)]
+        notes = [f"{os.cpu_count()} CPUs; load average at the end {', '.join(f'{v:.1f}' for v in os.getloadavg())}"]
+        common.write_result(args.json, common.result("pipeline", common.command_line(), rows, targets, notes))
     return 0
 
 
