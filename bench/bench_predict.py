@@ -42,6 +42,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import common  # noqa: E402  (bench/common.py, beside this file)
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -245,7 +246,7 @@ def rate(entry, count):
 
 
 def target(name, ratio, goal, detail):
-    return {"name": name, "ratio": round(ratio, 3), "target": goal, "met": bool(ratio >= goal), "detail": detail}
+    return common.target(name, round(ratio, 3), goal, ">=", detail)
 
 
 def main(argv=None):
@@ -291,20 +292,21 @@ def main(argv=None):
     for name, label in labels.items():
         if name in rates:
             print(f"  {label:<44} {rates[name]:8.1f} faces/s")
-            rows.append({"label": label, "value": round(rates[name], 1), "unit": "faces/s"})
+            rows.append(common.row(f"faces only: {label}", round(rates[name], 1), "faces/s"))
         else:
             print(f"  {label:<44} {only_fer.get('error', 'failed')}")
-            rows.append({"label": label, "value": None, "unit": "faces/s", "error": only_fer.get("error")})
+            rows.append(common.row(f"faces only: {label}", "not measured", "", only_fer.get("error")))
     e2e_labels = {"efr": f"EFR predict, end to end ({e2e['efr']['runtime']})",
                   "original": "original approach, end to end", "fer": "fer (Haar), end to end"}
     print(f"end to end ({len(photos)} photos {RAFD_SIZE[0]}x{RAFD_SIZE[1]} JPEG, detection included)")
     for name, entry in e2e.items():
         if "error" in entry:
             print(f"  {e2e_labels[name]:<44} failed: {entry['error']}")
-            rows.append({"label": e2e_labels[name], "value": None, "unit": "photos/s", "error": entry["error"]})
+            rows.append(common.row(f"end to end: {e2e_labels[name]}", "failed", "", entry["error"]))
             continue
         print(f"  {e2e_labels[name]:<44} {e2e_rates[name]:8.1f} photos/s  ({entry['faces']} faces)")
-        rows.append({"label": e2e_labels[name], "value": round(e2e_rates[name], 1), "unit": "photos/s"})
+        rows.append(common.row(f"end to end: {e2e_labels[name]}", round(e2e_rates[name], 1), "photos/s",
+                               f"{entry['faces']} faces in {entry.get('photos', len(photos))} photos"))
     print(f"(EFR model load, not in the rates: {e2e['efr']['load_seconds']:.2f} s)")
 
     targets = [
@@ -329,10 +331,8 @@ def main(argv=None):
              f"model: {model_path.name} (untrained seed CNN at {args.img_size} px unless --model)",
              f"fer {e2e.get('fer', {}).get('version', 'not measured')}"]
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({
-            "name": "predict", "command": "python bench/bench_predict.py " + " ".join(argv or sys.argv[1:]),
-            "rows": rows, "targets": targets, "notes": notes}, indent=2))
+        common.write_result(args.json, common.result("predict", common.command_line(argv, __file__),
+                                                     rows, targets, notes))
     return 0
 
 

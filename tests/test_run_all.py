@@ -85,6 +85,16 @@ def test_targets_are_rendered_met_or_missed():
     assert "### augment" in lines and "| augment | not run | | | |" in lines
 
 
+def test_the_readme_gets_the_same_targets_table_between_its_own_markers():
+    readme = f"# EFR\n\n## Speed\n\n{run_all.README_BEGIN}\nold\n{run_all.README_END}\n\n## Next\n"
+    data = report([ok_entry("predict", [common.target("faces only: EFR / fer", 1.49, 2.0)])])
+    table = run_all.render_readme_table(data)
+    new = run_all.replace_section(readme, table, run_all.README_BEGIN, run_all.README_END)
+    assert new.startswith("# EFR\n\n## Speed\n\n") and new.endswith("\n\n## Next\n") and "old" not in new
+    assert "| predict | faces only: EFR / fer | 1.49 | >= 2.00 | **MISSED** |" in new
+    assert "\n".join(run_all.target_table(data)) in run_all.render_section(data)  # the same rows as BENCHMARKS.md
+
+
 def script(tmp_path, name, body):
     path = tmp_path / name
     path.write_text(textwrap.dedent(body))
