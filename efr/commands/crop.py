@@ -60,7 +60,7 @@ def add_arguments(parser):
                         help="Haar minNeighbors: lower finds more faces and more false ones")
     parser.add_argument("--min-face", type=float, default=CropOptions.min_face,
                         help="smallest face side as a fraction of the photo's shorter side")
-    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes (default: all cores)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="threads (default: all cores)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an output folder made with other settings (its Train/Valid/Test and manifest)")
     add_common_arguments(parser)
