@@ -283,7 +283,7 @@ def json_result(args, synthetic, floor, real):
             common.row(f"synthetic {n} photos: efr, 1 worker", n / synthetic["one"], "photos/s",
                        f"x{synthetic['original'] / synthetic['one']:.1f}"),
             common.row(f"synthetic {n} photos: efr, {w} workers", n / synthetic["ours"], "photos/s",
-                       f"x{synthetic['original'] / synthetic['ours']:.1f}, includes starting the pool"),
+                       f"x{synthetic['original'] / synthetic['ours']:.1f}, worker threads"),
             common.row(f"synthetic {n} photos: faces found (original / efr)", synthetic["faces"]["text"], "",
                        "same photos" if synthetic["faces"]["same"] else "different photos"),
         ]
@@ -296,7 +296,7 @@ def json_result(args, synthetic, floor, real):
                        "includes starting the pool"),
             common.row(f"floor {n} photos: cv2.imread only, {w} threads", rate["threads"], "photos/s"),
             common.row(f"floor {n} photos: crop_dataset --gaze all, {w} workers", rate["crop"], "photos/s",
-                       "includes starting the pool"),
+                       "worker threads (crop.py)"),
             common.row(f"floor {n} photos: faces found (original / efr)",
                        f"{floor['faces_original']}/{n}, {floor['faces_ours']}/{n}", "",
                        f"same verdict on {floor['agree']}/{n}; crops identical in every round: "
