@@ -150,6 +150,13 @@ def load_text(load):
     return ", ".join(f"{v:.2f}" for v in load) if load else "unknown"
 
 
+def markdown_table(head, rule, cells):
+    """Lines of a Markdown table (and a blank line after it); nothing for no rows."""
+    if not cells:
+        return []
+    return [head, rule, *("| " + " | ".join(str(c) for c in row) + " |" for row in cells), ""]
+
+
 def target_table(report):
     """The targets of every benchmark, one Markdown table (BENCHMARKS.md's summary and the README's)."""
     entries = {e["name"]: e for e in report.get("benches", [])}
@@ -212,18 +219,12 @@ def render_section(report):
             continue
         result = entry["result"]
         lines += [when, ""]
-        if result.get("rows"):
-            lines += ["| measure | value | unit | detail |", "|---|---:|---|---|"]
-            for row in result["rows"]:
-                lines.append(f"| {cell(row['label'])} | {cell(number(row.get('value')))} | {cell(row.get('unit', ''))} "
-                             f"| {cell(row.get('detail', ''))} |")
-            lines.append("")
-        if result.get("targets"):
-            lines += ["| target | ratio | wanted | result | detail |", "|---|---:|---|---|---|"]
-            for t in result["targets"]:
-                lines.append(f"| {cell(t['name'])} | {number(t.get('ratio'))} | {t['op']} {number(t['target'])} | "
-                             f"{verdict(t)} | {cell(t.get('detail', ''))} |")
-            lines.append("")
+        lines += markdown_table("| measure | value | unit | detail |", "|---|---:|---|---|",
+                                [(cell(r["label"]), cell(number(r.get("value"))), cell(r.get("unit", "")),
+                                  cell(r.get("detail", ""))) for r in result.get("rows", [])])
+        lines += markdown_table("| target | ratio | wanted | result | detail |", "|---|---:|---|---|---|",
+                                [(cell(t["name"]), number(t.get("ratio")), f"{t['op']} {number(t['target'])}",
+                                  verdict(t), cell(t.get("detail", ""))) for t in result.get("targets", [])])
         for note in result.get("notes", []):
             lines.append(f"- {note}")
         if result.get("notes"):
