@@ -11,6 +11,7 @@ in `efr <verb>` and, for crop, augment and train, in `efr pipeline` alike.
 
 import argparse
 import importlib
+import sys
 
 from efr import __version__
 from efr.cli import run
@@ -18,6 +19,28 @@ from efr.cli import run
 VERBS = ("crop", "augment", "train", "evaluate", "predict", "cluster", "pipeline", "demo")
 SCRIPTS = {"crop": "crop.py", "augment": "data_aug.py", "train": "efe_cnn.py", "evaluate": "evaluate.py",
            "predict": "predict.py", "cluster": "cluster.py", "pipeline": None, "demo": "demo.py"}
+
+
+def entry_points(module_name):
+    """``build_parser(prog=None)``, ``parse_args(argv=None)`` and ``main(argv=None)`` of one verb module.
+
+    Built from the module's ``add_arguments``, ``PARSER_KWARGS`` and ``run_args``, looked up
+    when called, so that every verb (and its script) parses and runs the same way.
+    """
+    def module():
+        return sys.modules[module_name]
+
+    def build_parser(prog=None):
+        return module().add_arguments(argparse.ArgumentParser(prog=prog, **module().PARSER_KWARGS))
+
+    def parse_args(argv=None):
+        return build_parser().parse_args(argv)
+
+    def main(argv=None):
+        module().run_args(parse_args(argv))
+        return 0
+
+    return build_parser, parse_args, main
 
 
 def command_module(verb):

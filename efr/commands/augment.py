@@ -14,6 +14,7 @@ import logging
 from efr import augment
 from efr.augment_dataset import AUGMENTABLE_SPLITS, augment_dataset, clean_augmented, format_counts_table
 from efr.cli import add_common_arguments, setup_logging
+from efr.commands import entry_points
 from efr.imageio import PNG_WRITERS
 
 log = logging.getLogger("efr")
@@ -45,12 +46,7 @@ def add_arguments(parser):
     return parser
 
 
-def build_parser(prog=None):
-    return add_arguments(argparse.ArgumentParser(prog=prog, **PARSER_KWARGS))
-
-
-def parse_args(argv=None):
-    return build_parser().parse_args(argv)
+build_parser, parse_args, main = entry_points(__name__)
 
 
 def copies_of(args):
@@ -83,8 +79,3 @@ def run_args(args):
     )
     print(format_counts_table(result.before, result.after))
     return result
-
-
-def main(argv=None):
-    run_args(parse_args(argv))
-    return 0

@@ -10,6 +10,7 @@ settings and versions) and cluster_map.png (2-D map coloured by true emotion).  
 import argparse
 
 from efr.cli import add_common_arguments, setup_logging
+from efr.commands import entry_points
 
 SUMMARY = "cluster the faces of a Dataset split (model features, pixels or HOG) and score the clusters"
 PARSER_KWARGS = {"description": "Classification by clustering: cluster the faces of a Dataset split and score the "
@@ -39,12 +40,7 @@ def add_arguments(parser):
     return parser
 
 
-def build_parser(prog=None):
-    return add_arguments(argparse.ArgumentParser(prog=prog, **PARSER_KWARGS))
-
-
-def parse_args(argv=None):
-    return build_parser().parse_args(argv)
+build_parser, parse_args, main = entry_points(__name__)
 
 
 def run_args(args):
@@ -56,8 +52,3 @@ def run_args(args):
                           pca=args.pca or None, split=args.split, centroid_split=args.centroid_split or None,
                           methods=methods, map_method=args.map, seed=args.seed,
                           allow_unfinished=args.allow_unfinished)
-
-
-def main(argv=None):
-    run_args(parse_args(argv))
-    return 0

@@ -14,6 +14,7 @@ import os
 from efr import faces
 from efr.align import ALIGN_MODES
 from efr.cli import add_common_arguments, setup_logging
+from efr.commands import entry_points
 from efr.crop import LAYOUTS, ON_MISS, CropOptions, crop_dataset, parse_angles, parse_gazes
 from efr.split import DEFAULT_FRACTIONS, parse_fractions
 
@@ -67,12 +68,7 @@ def add_arguments(parser):
     return parser
 
 
-def build_parser(prog=None):
-    return add_arguments(argparse.ArgumentParser(prog=prog, **PARSER_KWARGS))
-
-
-def parse_args(argv=None):
-    return build_parser().parse_args(argv)
+build_parser, parse_args, main = entry_points(__name__)
 
 
 def options_from_args(args):
@@ -103,10 +99,3 @@ def run_args(args):
     print(summary.format())
     summary.raise_if_unusable()
     return summary
-
-
-def main(argv=None):
-    run_args(parse_args(argv))
-    return 0
-
-

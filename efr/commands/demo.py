@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from efr.cli import setup_logging
+from efr.commands import entry_points
 from efr.demo import DemoSettings, check_settings, held_out_photos, score_predictions, smoke_settings
 
 SUMMARY = "the whole pipeline on synthetic faces (no download), ending with a report"
@@ -38,12 +39,7 @@ def add_arguments(parser):
     return parser
 
 
-def build_parser(prog=None):
-    return add_arguments(argparse.ArgumentParser(prog=prog, **PARSER_KWARGS))
-
-
-def parse_args(argv=None):
-    return build_parser().parse_args(argv)
+build_parser, parse_args, main = entry_points(__name__)
 
 
 def settings_from_args(args):
@@ -141,8 +137,3 @@ def run_args(args):
     print("synthetic faces: these numbers show the code works, not how it does on real photos.")
     print(f"report: {settings.run_dir / 'report.html'}")
     return settings
-
-
-def main(argv=None):
-    run_args(parse_args(argv))
-    return 0

@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 from efr.cli import add_common_arguments, setup_logging
+from efr.commands import entry_points
 
 SUMMARY = "score a trained model on a labelled photo folder it never saw (cross-dataset evaluation)"
 PARSER_KWARGS = {"description": __doc__.replace("`efr evaluate` / ", ""),
@@ -50,12 +51,7 @@ def add_arguments(parser):
     return parser
 
 
-def build_parser(prog=None):
-    return add_arguments(argparse.ArgumentParser(prog=prog, **PARSER_KWARGS))
-
-
-def parse_args(argv=None):
-    return build_parser().parse_args(argv)
+build_parser, parse_args, main = entry_points(__name__)
 
 
 def default_out(model, data):
@@ -102,8 +98,3 @@ def run_args(args):
     result = evaluate_folder(settings_from_args(args))
     print("\n".join(result_lines(result.metrics, result.out_dir)))
     return result
-
-
-def main(argv=None):
-    run_args(parse_args(argv))
-    return 0

@@ -21,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from efr.cli import setup_logging
+from efr.commands import entry_points
 from efr.errors import EFRError
 from efr.runinfo import write_json
 
@@ -93,12 +94,7 @@ def add_arguments(parser):
     return parser
 
 
-def build_parser(prog=None):
-    return add_arguments(argparse.ArgumentParser(prog=prog, **PARSER_KWARGS))
-
-
-def parse_args(argv=None):
-    return build_parser().parse_args(argv)
+build_parser, parse_args, main = entry_points(__name__)
 
 
 # ----------------------------------------------------------------------------------
@@ -309,8 +305,3 @@ def final_model_args(train_args):
     final = argparse.Namespace(**vars(train_args))
     final.folds = 0
     return final
-
-
-def main(argv=None):
-    run_args(parse_args(argv))
-    return 0

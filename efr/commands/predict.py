@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from efr.cli import add_verbose_argument, setup_logging
+from efr.commands import entry_points
 from efr.errors import EFRError
 from efr.litert import DEFAULT_RUNTIME, RUNTIMES
 from efr.predict import DEFAULT_BATCH_SIZE, FORMATS, format_summary, format_table, predict
@@ -72,12 +73,7 @@ def add_arguments(parser):
     return parser
 
 
-def build_parser(prog=None):
-    return add_arguments(argparse.ArgumentParser(prog=prog, **PARSER_KWARGS))
-
-
-def parse_args(argv=None):
-    return build_parser().parse_args(argv)
+build_parser, parse_args, main = entry_points(__name__)
 
 
 def common_root(inputs):
@@ -107,8 +103,3 @@ def run_args(args):
         print(f"predictions: {result.predictions_file}")
         print(f"annotated photos/videos: {Path(args.out) / 'annotated'}")
     return result
-
-
-def main(argv=None):
-    run_args(parse_args(argv))
-    return 0

@@ -12,6 +12,7 @@ confusion matrices, classification_report.txt, metrics.json, report.html).  Refe
 import argparse
 
 from efr.cli import add_common_arguments, setup_logging
+from efr.commands import entry_points
 
 SUMMARY = "train (or cross-validate) a classifier on a Dataset; writes runs/<name>/report.html"
 PARSER_KWARGS = {"description": __doc__.replace("`efr train` / ", ""),
@@ -90,12 +91,7 @@ def add_arguments(parser):
     return parser
 
 
-def build_parser(prog=None):
-    return add_arguments(argparse.ArgumentParser(prog=prog, **PARSER_KWARGS))
-
-
-def parse_args(argv=None):
-    return build_parser().parse_args(argv)
+build_parser, parse_args, main = entry_points(__name__)
 
 
 def settings_from_args(args):
@@ -174,8 +170,3 @@ def run_args(args):
         print(transductive)
     print(f"run folder: {result.run_dir}  (open {result.run_dir / 'report.html'})")
     return result
-
-
-def main(argv=None):
-    run_args(parse_args(argv))
-    return 0
