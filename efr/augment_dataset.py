@@ -23,6 +23,8 @@ different seed or fewer copies than it has is refused with a message saying to r
 not change).  Test is never augmented.
 """
 
+import contextlib
+import heapq
 import json
 import logging
 import multiprocessing
@@ -31,7 +33,7 @@ import re
 import shlex
 import time
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +43,7 @@ from efr import augment
 from efr.emotions import EMOTIONS, UnknownEmotionError, canonical_emotion
 from efr.errors import EFRError
 from efr.imageio import UnreadableImageError, check_png_writer, list_images, read_image, write_image
+from efr.parallel import bounded_map
 from efr.manifest import AUGMENTED, FIELDS, ORIGINAL, SPLITS, check_subject_disjoint, read_manifest, write_manifest
 from efr.rafd import rafd_subject
 from efr.runinfo import library_versions, machine_info, write_json
@@ -258,6 +261,14 @@ def augment_photo(source, outputs, png_writer=None):
     return len(outputs)
 
 
+def _augment_job(job):
+    """augment_photo(*job), an unreadable photo returned rather than raised (pool workers)."""
+    try:
+        return augment_photo(*job)
+    except UnreadableImageError as err:
+        return err
+
+
 def _row(**values):
     """A manifest row with every field present (blank unless given)."""
     return {**dict.fromkeys(FIELDS, ""), **values}
@@ -273,21 +284,25 @@ def _original_row(photo):
     })
 
 
-def _augmented_row(photo, output, recipe, description, seed):
+def _augmented_row(photo, output, recipe, description, seed, status="pending"):
     parent = photo.row or {}
     return _row(**{
         "source": parent.get("source", photo.rel), "subject": parent.get("subject", ""),
         "emotion": photo.emotion, "gaze": parent.get("gaze", ""), "angle": parent.get("angle", ""),
-        "split": photo.split, "fold": parent.get("fold", ""), "output": output, "status": "pending",
+        "split": photo.split, "fold": parent.get("fold", ""), "output": output, "status": status,
         "kind": AUGMENTED, "parent": photo.rel, "recipe": recipe, "transform": description,
         "seed": str(seed) if recipe == augment.DEFAULT_RECIPE else "",
     })
 
 
-def _sorted_rows(rows):
-    """Originals in their existing order, then augmented rows by path: one order for one content."""
-    originals = [r for r in rows if r["kind"] != AUGMENTED]
-    return originals + sorted((r for r in rows if r["kind"] == AUGMENTED), key=lambda r: r["output"])
+def _sorted_rows(rows, fresh=()):
+    """Originals in their existing order, then augmented rows by path: one order for one content.
+
+    ``fresh``: more augmented rows, already in path order (made one by one as they are written).
+    """
+    by_path = lambda r: r["output"]  # noqa: E731
+    yield from (r for r in rows if r["kind"] != AUGMENTED)
+    yield from heapq.merge(sorted((r for r in rows if r["kind"] == AUGMENTED), key=by_path), fresh, key=by_path)
 
 
 @dataclass
@@ -393,69 +408,74 @@ def augment_dataset(
             "their copies are recorded with subject unknown, so a leak check cannot cover them", result.no_subject,
         )
 
-    # Plan every output; record the new ones as pending before writing any image.
-    jobs = []
+    # Plan every output; record the new ones as pending before writing any image.  Only
+    # their names and descriptions are kept: rows are built when the manifest is written,
+    # and the transform parameters drawn again just before a photo goes to a worker (the
+    # plan depends on seed, path, recipe and copies only), so memory stays flat.
+    jobs, new = [], []  # jobs: (photo, [output]); new: (output, description, photo) without a row yet
     for photo in scan.photos:
         outputs = []
-        for output, spec, description in plan_photo(photo, recipe, copies, seed):
+        for output, _, description in plan_photo(photo, recipe, copies, seed):
             row = by_output.get(output)
             if row is not None and row["status"] == "ok" and (dataset_dir / output).is_file():
                 result.already_done += 1
                 continue
             if row is None:
-                row = _augmented_row(photo, output, recipe, description, seed)
-                rows.append(row)
-                by_output[output] = row
-            outputs.append((output, spec))
+                new.append((output, description, photo))
+            outputs.append(output)
         if outputs:
             jobs.append((photo, outputs))
+    new.sort(key=lambda entry: entry[0])
+    finished, failed_parents = set(), set()  # photos written in full in this run; photos that could not be read
+
+    def manifest_rows():
+        fresh = (_augmented_row(photo, output, recipe, description, seed,
+                                status="ok" if photo.rel in finished else "pending")
+                 for output, description, photo in new
+                 if photo.rel not in failed_parents or (dataset_dir / output).is_file())
+        return _sorted_rows(rows, fresh)
+
+    def work():
+        for photo, outputs in jobs:
+            specs = {output: spec for output, spec, _ in plan_photo(photo, recipe, copies, seed)}
+            yield photo.path, [(dataset_dir / output, specs[output]) for output in outputs], png_writer
+
     settings = {"recipe": recipe, "copies": copies, "splits": splits, "seed": seed,
                 "workers": workers, "executor": executor, "png_writer": png_writer}
     if jobs:
         # The plan first: what a complete run makes (the pending rows) and how to complete it.
         write_json(dataset_dir / RUN_INFO_NAME, {"stage": "data_aug", "state": "running", "settings": settings,
                                                  "planned": sum(len(outputs) for _, outputs in jobs)})
-        write_manifest(dataset_dir, _sorted_rows(rows))
+        write_manifest(dataset_dir, manifest_rows())
 
     log.info(
         "augmenting %d photo(s) in %s with recipe %s (%d per photo), %d worker(s); %d file(s) already done",
         len(jobs), ", ".join(splits), recipe, copies, workers, result.already_done,
     )
-    failed_parents = set()
     try:
-        with _make_executor(executor, workers) as pool:
-            futures = {
-                pool.submit(
-                    augment_photo, photo.path, [(dataset_dir / out, spec) for out, spec in outputs], png_writer,
-                ): (photo, outputs)
-                for photo, outputs in jobs
-            }
-            bar = tqdm(total=len(futures), unit="photo", disable=not progress, desc="augment")
-            try:
-                for future in as_completed(futures):
-                    photo, outputs = futures[future]
-                    try:
-                        result.written += future.result()
-                    except UnreadableImageError as err:
-                        result.unreadable.append((photo.rel, str(err)))
-                        failed_parents.add(photo.rel)
-                        log.warning("warning: skipped %s", err)
-                    else:
-                        for output, _ in outputs:
+        # A few photos per worker in flight, not every photo queued at once: memory stays flat.
+        with _make_executor(executor, workers) as pool, \
+                contextlib.closing(bounded_map(_augment_job, work(), workers, 4 * workers, pool=pool)) as done, \
+                tqdm(total=len(jobs), unit="photo", disable=not progress, desc="augment") as bar:
+            for (photo, outputs), written in zip(jobs, done):
+                if isinstance(written, UnreadableImageError):
+                    result.unreadable.append((photo.rel, str(written)))
+                    failed_parents.add(photo.rel)
+                    log.warning("warning: skipped %s", written)
+                else:
+                    result.written += written
+                    finished.add(photo.rel)
+                    for output in outputs:
+                        if output in by_output:  # a row from an earlier run
                             by_output[output]["status"] = "ok"
-                    bar.update(1)
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
-            finally:
-                bar.close()
+                bar.update(1)
     finally:
         # Rows of photos that could not be read go; rows still pending stay, so a re-run
         # (or --clean) knows about any file an interruption may have left.
         rows = [r for r in rows if not (r["kind"] == AUGMENTED and r["parent"] in failed_parents
                                         and not (dataset_dir / r["output"]).is_file())]
         if jobs:
-            write_manifest(dataset_dir, _sorted_rows(rows))
+            write_manifest(dataset_dir, manifest_rows())
 
     result.unreadable.sort()
     if result.unreadable:

@@ -171,7 +171,7 @@ def classify_photos(predictor, photos, workers=None, progress=True):
     """Fill probs (and status) of every photo that has the model's class; faces in batches."""
     from tqdm import tqdm
 
-    from efr.predict import bounded_map
+    from efr.parallel import bounded_map
 
     workers = workers or os.cpu_count() or 1
     todo = [p for p in photos if not p.status]

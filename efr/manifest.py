@@ -6,12 +6,11 @@ which files it made (and may remove) and which are the user's originals.
 """
 
 import csv
-import io
 from collections import defaultdict
 from pathlib import Path
 
 from efr.errors import EFRError
-from efr.imageio import write_text_atomic
+from efr.imageio import atomic_path
 
 MANIFEST_NAME = "manifest.csv"
 SPLITS = ("Train", "Valid", "Test")
@@ -44,16 +43,18 @@ def read_manifest(dataset_dir):
 
 
 def write_manifest(dataset_dir, rows):
-    """Write all rows atomically (unknown keys are an error, missing ones are blank)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=FIELDS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        unknown = set(row) - set(FIELDS)
-        if unknown:
-            raise ValueError(f"manifest rows have no column(s) {', '.join(sorted(unknown))}")
-        writer.writerow({field: "" if row.get(field) is None else row.get(field) for field in FIELDS})
-    write_text_atomic(manifest_path(dataset_dir), buffer.getvalue())
+    """Write all rows atomically (unknown keys are an error, missing ones are blank).
+
+    The rows stream into the temporary file: no copy of the whole text is held in memory.
+    """
+    with atomic_path(manifest_path(dataset_dir)) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            unknown = set(row) - set(FIELDS)
+            if unknown:
+                raise ValueError(f"manifest rows have no column(s) {', '.join(sorted(unknown))}")
+            writer.writerow({field: "" if row.get(field) is None else row.get(field) for field in FIELDS})
 
 
 def subjects_by_split(rows):

@@ -22,7 +22,6 @@ written: output folders inside an input folder are left out of the scan.
 """
 
 import collections
-import concurrent.futures
 import contextlib
 import csv
 import io
@@ -42,6 +41,7 @@ from efr import faces, runstate
 from efr.errors import EFRError
 from efr.imageio import UnreadableImageError, atomic_path, is_image_file, read_image, write_image, write_text_atomic
 from efr.litert import DEFAULT_RUNTIME, RUNTIMES
+from efr.parallel import bounded_map
 
 log = logging.getLogger("efr.predict")
 
@@ -391,7 +391,7 @@ def collect_inputs(inputs, out_dir=None):
     Files that are neither images nor videos inside folders are ignored; given by name,
     they are kept (and later skipped as unreadable if they are not images).
     """
-    items, used = [], set()
+    items, used = [], {}
     for raw in inputs:
         path = Path(raw)
         if not path.exists():
@@ -415,15 +415,20 @@ def collect_inputs(inputs, out_dir=None):
 
 
 def _item(path, rel, used):
+    """The InputItem of ``path``; ``used``: {output name, lower case: last number tried for it}."""
     kind = "video" if is_video_file(path) else "image"
     if kind == "video":
         rel = rel.with_name(f"{rel.stem}_annotated.mp4")
-    # Two inputs with the same name (from different folders) must not share an output.
-    candidate, n = rel, 1
+    # Two inputs with the same name (from different folders) must not share an output:
+    # name, name_2, name_3, ...; the last number tried is kept, so many copies stay cheap.
+    key = rel.as_posix().lower()
+    n = used.get(key, 1)
+    candidate = rel if n == 1 else rel.with_name(f"{rel.stem}_{n}{rel.suffix}")
     while candidate.as_posix().lower() in used:
         n += 1
         candidate = rel.with_name(f"{rel.stem}_{n}{rel.suffix}")
-    used.add(candidate.as_posix().lower())
+    used.setdefault(candidate.as_posix().lower(), 1)
+    used[key] = n
     return InputItem(path, kind, candidate)
 
 
@@ -462,22 +467,6 @@ def annotate(image, rows):
 
 # ---------------------------------------------------------------------------------------
 # Running
-
-
-def bounded_map(fn, items, workers, window):
-    """Like executor.map, in order, but with at most ``window`` items in flight (memory stays flat)."""
-    if workers <= 1:
-        for item in items:
-            yield fn(item)
-        return
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        pending = collections.deque()
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= window:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
 
 
 @dataclass

@@ -289,3 +289,33 @@ def test_clean_with_splits_cleans_only_those(dataset):
     assert not list((dataset / "Train").rglob("*__aug-*"))
     assert len(list((dataset / "Valid").rglob("*__aug-*"))) == 3
     assert {r["split"] for r in read_manifest(dataset) if r["kind"] == AUGMENTED} == {"Valid"}
+
+
+def test_only_a_few_photos_are_handed_to_the_workers_at_a_time(tmp_path, monkeypatch):
+    """Memory stays flat: the pool never holds every photo's job at once."""
+    import concurrent.futures
+    import time
+
+    import efr.augment_dataset as stage
+
+    dataset = make_dataset(tmp_path / "ds")
+    submitted, seen = [], []
+
+    class CountingPool(concurrent.futures.ThreadPoolExecutor):
+        def submit(self, *args, **kwargs):
+            submitted.append(1)
+            return super().submit(*args, **kwargs)
+
+    real = stage.augment_photo
+
+    def first_slow(source, outputs, png_writer):
+        if not seen:
+            time.sleep(0.3)  # time enough for an eager loop to queue every photo
+            seen.append(len(submitted))
+        return real(source, outputs, png_writer)
+
+    monkeypatch.setattr(stage, "_make_executor", lambda kind, workers: CountingPool(max_workers=workers))
+    monkeypatch.setattr(stage, "augment_photo", first_slow)
+    result = augment_dataset(dataset, workers=1, progress=False)
+    assert result.photos == 9 and len(submitted) == 9
+    assert seen[0] <= 4 + 1  # window of 4 per worker (plus the one being handed over)

@@ -47,3 +47,18 @@ def test_disjoint_splits_pass_and_a_shared_subject_is_named():
 def test_rows_without_output_do_not_count_as_leaks():
     # A photo of subject 01 that had no face has no output: it cannot leak.
     check_subject_disjoint([_row("01", "Train"), _row("01", "Test", output="")])
+
+
+def test_rows_may_stream_from_a_generator_and_a_failure_keeps_the_old_manifest(tmp_path):
+    write_manifest(tmp_path, (_row(f"{i:02d}", "Train", output=f"{i}.png") for i in range(3)))
+    before = manifest_path(tmp_path).read_bytes()
+    assert [r["subject"] for r in read_manifest(tmp_path)] == ["00", "01", "02"]
+
+    def rows_then_a_bad_one():
+        yield _row("09", "Train")
+        yield _row("10", "Train", not_a_field=1)
+
+    with pytest.raises(ValueError):
+        write_manifest(tmp_path, rows_then_a_bad_one())
+    assert manifest_path(tmp_path).read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["manifest.csv"]
