@@ -425,3 +425,15 @@ def test_earlier_outputs_inside_the_input_are_never_inputs(model_path, photos, t
     assert third.photos == 6
     fourth = efr_predict.predict(model_path, [folder], fmt=fmt, progress=False)
     assert fourth.photos == 6  # the input folder's own photos still count
+
+
+def test_inputs_with_the_same_name_get_numbered_outputs(tmp_path):
+    """name, name_2, name_3, ... in input order, a real name_2 included; fast for many copies."""
+    photo = tmp_path / "a" / "face.png"
+    write_image(photo, np.zeros((8, 8, 3), np.uint8))
+    taken = tmp_path / "b" / "face_2.png"
+    write_image(taken, np.zeros((8, 8, 3), np.uint8))
+    items = efr_predict.collect_inputs([photo, photo, taken, *[photo] * 400])
+    names = [item.rel.as_posix() for item in items]
+    assert names[:4] == ["face.png", "face_2.png", "face_2_2.png", "face_3.png"]
+    assert names[-1] == "face_402.png" and len(set(n.lower() for n in names)) == len(names)
