@@ -56,7 +56,7 @@ RAW_JSON = OUT / "run_all.json"
 # name -> (script, arguments of a full run, arguments of a --quick run)
 BENCHES = {
     "crop": ("bench_crop.py", ["--subjects", "10", "--repeat", "3", "--floor-subjects", "10", "--floor-rounds", "3"],
-             ["--subjects", "3", "--repeat", "1", "--floor-subjects", "8", "--floor-rounds", "3", "--skip-real"]),
+             ["--subjects", "3", "--repeat", "1", "--floor-subjects", "5", "--floor-rounds", "3", "--skip-real"]),
     "augment": ("bench_augment.py", ["--repeats", "5"], ["--photos", "50", "--repeats", "2"]),
     "pipeline": ("bench_pipeline.py", ["--images", "320", "--epochs", "2"],
                  ["--images", "64", "--epochs", "1", "--rounds", "2", "--size", "128"]),
