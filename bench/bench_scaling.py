@@ -16,7 +16,8 @@ Stages, each through its public function, each measurement in a child process of
            default recipe and splits), original photos augmented/s of the whole call
   predict  efr.predict.predict(model, [Dataset], faces_only=True, progress=False) on the crops,
            with an untrained seed CNN (--img-size) saved as bench_predict.py does; faces/s,
-           after a warm-up call, the model's load time (measured apart) left out
+           the fastest of 3 calls after a warm-up call, the model's load time (measured apart)
+           left out
 
 Peak memory: ru_maxrss of the measured child, read by a small wrapper process that
 starts it (as bench_memory.py does): the largest peak among the job's processes (its
@@ -47,6 +48,7 @@ import common  # noqa: E402  (bench/common.py: the --json result shape)
 
 OUT = REPO / "bench" / "out" / "scaling"
 STAGES = ("crop", "augment", "predict")
+PREDICT_CALLS = 3  # timed predict calls per process, after one warm-up call; the fastest is kept
 DEFAULT_SIZES = (200, 800, 3200)
 QUICK_SIZES = (50, 200, 800)
 THROUGHPUT_TARGET = 1.2  # max / min throughput across sizes
@@ -158,14 +160,20 @@ def child(stage, source, work, model=None):
         from efr.predict import load_predictor, predict
 
         # The model is loaded once (what a user scoring many folders does: efr.predict.predict takes a
-        # loaded Predictor); a warm-up call, untimed, then the timed one.
+        # loaded Predictor); a warm-up call, untimed, then the timed ones.
         load_started = time.perf_counter()
         predictor = load_predictor(model, faces_only=True)
         load_seconds = time.perf_counter() - load_started
         predict(predictor, [source], faces_only=True, progress=False)
-        started = time.perf_counter()
-        result = predict(predictor, [source], faces_only=True, progress=False)
-        seconds = total = time.perf_counter() - started
+        # The fastest of PREDICT_CALLS calls: one call lasts 0.3-6 s, and identical calls varied by
+        # +-15 % on the 2-core machine, as much as the target's whole margin.
+        total = None
+        for _ in range(PREDICT_CALLS):
+            started = time.perf_counter()
+            result = predict(predictor, [source], faces_only=True, progress=False)
+            took = time.perf_counter() - started
+            total = took if total is None else min(total, took)
+        seconds = total
         items, unit = result.faces, "faces/s"
         extra = {"load_seconds": load_seconds, "total_seconds": total, "photos": result.photos,
                  "runtime": predictor.runtime}
@@ -329,8 +337,8 @@ def main(argv=None):
     if args.json:
         loads = [", ".join(f"{v:.2f}" for v in load) if load else "unknown"
                  for load in (load_before, common.load_average())]
-        notes = [f"crop and augment rates include starting their workers; predict's leaves out the model load "
-                 f"(seed CNN {args.img_size} px, untrained); {args.rounds} round(s); load average "
+        notes = [f"crop and augment rates include starting their workers; predict's is the fastest of "
+                 f"{PREDICT_CALLS} calls and leaves out the model load (seed CNN {args.img_size} px, untrained); {args.rounds} round(s); load average "
                  f"{loads[0]} before, {loads[1]} after"]
         common.write_result(args.json, common.result("scaling", common.command_line(), rows, targets, notes))
     return 0
