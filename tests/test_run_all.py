@@ -148,3 +148,15 @@ def test_the_json_helpers_write_the_common_shape(tmp_path):
         "name": "x", "command": "python bench/x.py --sizes 1",
         "rows": [{"label": "rate", "value": 12.3457, "unit": "photos/s", "detail": "detail"}],
         "targets": [{"name": "r", "ratio": 0.4, "op": ">=", "target": 0.5, "met": False, "detail": ""}], "notes": []}
+
+
+def test_figures_from_an_only_rerun_name_both_runs():
+    first = {**ok_entry("crop", []), "run": "2026-11-25T06:00:00+00:00", "git_commit": "aaa1111"}
+    rerun = {**ok_entry("scaling", []), "run": "2026-11-26T07:00:00+00:00", "git_commit": "bbb2222"}
+    mixed = report([first, rerun])
+    expected = ("crop from the run of 2026-11-25T06:00:00+00:00 (git aaa1111); "
+                "scaling from the run of 2026-11-26T07:00:00+00:00 (git bbb2222)")
+    assert expected in run_all.render_section(mixed)
+    assert expected in run_all.render_readme_table(mixed)
+    single = report([{**ok_entry("crop", []), "run": "2026-11-25T06:00:00+00:00", "git_commit": "abc1234"}])
+    assert "more than one run" not in run_all.render_section(single) + run_all.render_readme_table(single)
