@@ -10,9 +10,29 @@ import time
 
 import keras
 
+from efr import runstate
 from efr.modelio import save_model
 
 log = logging.getLogger("efr.train")
+
+
+class InterruptCheck(keras.callbacks.Callback):
+    """Stop the fit at the next batch after Ctrl-C, even when its KeyboardInterrupt was lost.
+
+    Python drops an exception raised inside a finaliser (a TensorFlow iterator or
+    resource being deleted, say); the signal handler of efr.runstate.tracked_run also
+    sets a flag, checked here.  Batch *begin* hooks run in the training thread and keep
+    Keras' asynchronous dispatch of the batch-end hooks.
+    """
+
+    def on_train_batch_begin(self, batch, logs=None):
+        runstate.check_interrupted()
+
+    def on_test_batch_begin(self, batch, logs=None):
+        runstate.check_interrupted()
+
+    def on_epoch_end(self, epoch, logs=None):
+        runstate.check_interrupted()
 
 
 class PhaseCSVLogger(keras.callbacks.CSVLogger):

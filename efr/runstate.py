@@ -183,8 +183,21 @@ def remove_checkpoint(out_dir):
 # Tracking a run
 
 
+# Set by Ctrl-C or SIGTERM during a tracked run.  The KeyboardInterrupt the signal raises can
+# be lost when it lands inside a finaliser (Python prints "Exception ignored" and goes on), so
+# training also checks this flag at every batch (efr.callbacks.InterruptCheck) and at the end.
+_STOP = threading.Event()
+
+
 def _interrupt(signum, frame):
+    _STOP.set()
     raise KeyboardInterrupt
+
+
+def check_interrupted():
+    """Raise KeyboardInterrupt when Ctrl-C or SIGTERM came during the tracked run, even if it was lost."""
+    if _STOP.is_set():
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
@@ -199,11 +212,13 @@ def tracked_run(run_dir, resuming=False):
     info = read_state(run_dir) or {}
     write_state(run_dir, RUNNING, started_utc=info.get("started_utc", _now()),
                 resumed=int(info.get("resumed", 0)) + (1 if resuming else 0), error=None)
-    previous = None
+    previous = {}
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _interrupt)
+        _STOP.clear()
+        previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
+        check_interrupted()  # a Ctrl-C lost after the last check still means: interrupted
     except KeyboardInterrupt:
         write_state(run_dir, INTERRUPTED)
         raise RunInterrupted(
@@ -214,6 +229,8 @@ def tracked_run(run_dir, resuming=False):
         write_state(run_dir, FAILED, error=f"{type(err).__name__}: {err}"[:500])
         raise
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if previous:
+            _STOP.clear()  # a later fit in this process starts afresh
     write_state(run_dir, FINISHED, finished_utc=_now())

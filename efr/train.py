@@ -345,8 +345,8 @@ def fit_model(built, train_data, valid_data, settings, meta, strategy, out_dir=N
     earlier phases are skipped, the phase it was in goes on after its last completed
     epoch with everything restored (see ``_restore_phase``).
     """
-    from efr.callbacks import (BestModelSaver, EpochLogger, LastModelSaver, PhaseCSVLogger, ResumableEarlyStopping,
-                               TrainingCheckpoint)
+    from efr.callbacks import (BestModelSaver, EpochLogger, InterruptCheck, LastModelSaver, PhaseCSVLogger,
+                               ResumableEarlyStopping, TrainingCheckpoint)
 
     model = built.model
     out_dir = Path(out_dir) if out_dir is not None else None
@@ -374,7 +374,7 @@ def fit_model(built, train_data, valid_data, settings, meta, strategy, out_dir=N
         end_epoch = phase_start + epochs
         if resuming_phase:
             initial_epoch, end_epoch = _restore_phase(model, checkpoint, stopping, strategy, end_epoch)
-        callbacks = [EpochLogger(phase, phase_start + epochs, prefix)]
+        callbacks = [InterruptCheck(), EpochLogger(phase, phase_start + epochs, prefix)]
         if out_dir is not None:
             history_file = out_dir / "history.csv"
             callbacks.append(PhaseCSVLogger(history_file, phase, append=index > 0 or history_file.is_file()))

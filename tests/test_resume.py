@@ -80,7 +80,7 @@ def test_ctrl_c_then_kill_then_resume_equals_an_uninterrupted_run(dataset, tmp_p
     history = runs / "r" / "history.csv"
 
     code, err = _signal_after(args, history, 2, signal.SIGINT)
-    assert code == 130
+    assert code == 130, err[-3000:]
     assert f"resume with: python efe_cnn.py --resume {runs / 'r'}" in err and "Traceback" not in err
     assert runstate.read_state(runs / "r")["state"] == runstate.INTERRUPTED
     assert not (runs / "r" / "report.html").exists() and not (runs / "r" / "metrics.json").exists()
@@ -242,3 +242,38 @@ def test_exist_ok_does_not_restart_a_run_still_training(dataset, tmp_path, caplo
         live.wait()
     assert code == EXIT_USER_ERROR and "still running" in caplog.text
     assert (run_dir / runstate.STATE_NAME).is_file()
+
+
+def test_a_ctrl_c_whose_exception_was_lost_still_interrupts_the_run(tmp_path):
+    """Python drops an exception raised in a finaliser; the run must still end as interrupted."""
+    with pytest.raises(runstate.RunInterrupted, match="resume with"):
+        with runstate.tracked_run(tmp_path):
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.2)  # the handler runs here
+            except KeyboardInterrupt:
+                pass  # what Python does when the signal lands in a __del__
+    assert runstate.read_state(tmp_path)["state"] == runstate.INTERRUPTED
+    runstate.check_interrupted()  # cleared for whatever runs next in this process
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_lost_ctrl_c_stops_the_fit_at_the_next_batch(tmp_path):
+    import keras
+
+    from efr.callbacks import InterruptCheck
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    batches = []
+    seen = keras.callbacks.LambdaCallback(on_train_batch_begin=lambda batch, logs: batches.append(batch))
+    data = np.zeros((64, 2), np.float32), np.zeros((64, 1), np.float32)
+    model.fit(*data, batch_size=8, epochs=1, verbose=0, callbacks=[InterruptCheck(), seen])
+    assert len(batches) == 8  # no flag: the fit runs through
+    runstate._STOP.set()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            model.fit(*data, batch_size=8, epochs=1, verbose=0, callbacks=[InterruptCheck(), seen])
+    finally:
+        runstate._STOP.clear()
+    assert len(batches) == 8  # stopped before the first batch of the second fit
