@@ -115,6 +115,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 5000])
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--img-size", type=int, default=SIZE,
+                        help="efe_cnn.py's --img-size (the images on disk stay %(default)s px; smaller is faster)")
     common.add_json_option(parser)
     args = parser.parse_args(argv)
 
@@ -126,7 +128,8 @@ def main(argv=None):
         make_dataset(dataset, count)
         runs = OUT / f"n{count}" / "runs"
         ours = measure([sys.executable, str(REPO / "efe_cnn.py"), "--dataset", str(dataset), "--runs-dir", str(runs),
-                        "--name", "mem", "--exist-ok", "--epochs", str(args.epochs), "--quiet"])
+                        "--name", "mem", "--exist-ok", "--epochs", str(args.epochs), "--img-size", str(args.img_size),
+                        "--quiet"])
         float64_mib = count * SIZE * SIZE * 3 * 8 / 2**20
         if available_mib() > 1.6 * (float64_mib * 1.2 + 500):
             original = measure([sys.executable, __file__, "--original", str(dataset)])
@@ -139,7 +142,7 @@ def main(argv=None):
               f"{'skipped' if original is None else f'{original:.0f} MiB'} (float64 arrays alone "
               f"{float64_mib:.0f} MiB)", flush=True)
 
-    print(f"\npeak RSS, {SIZE} x {SIZE} images, seed CNN, {args.epochs} epoch(s) ({env_note})")
+    print(f"\npeak RSS, {SIZE} x {SIZE} images, seed CNN at {args.img_size} px, {args.epochs} epoch(s) ({env_note})")
     print(f"{'images':>8} {'efe_cnn.py MiB':>15} {'original MiB':>13}")
     for count, ours, original, _ in results:
         print(f"{count:8d} {ours:15.0f} {('-' if original is None else f'{original:.0f}'):>13}")
@@ -162,7 +165,8 @@ def main(argv=None):
                                          1.3, "<", f"{large[1]:.0f} MiB / {small[1]:.0f} MiB"
                                          + (f"; original loading {large[2] / small[2]:.2f}x" if small[2] and large[2]
                                             else "")))
-        notes = [f"peak RSS = ru_maxrss of a child process; {SIZE} x {SIZE} images, seed CNN; {env_note}"]
+        notes = [f"peak RSS = ru_maxrss of a child process; {SIZE} x {SIZE} images, seed CNN at {args.img_size} px; "
+                 f"{env_note}"]
         common.write_result(args.json, common.result("memory", common.command_line(), rows, targets, notes))
     return 0
 

@@ -53,25 +53,30 @@ from efr.synthetic import RAFD_SIZE, generate_rafd_like  # noqa: E402
 
 DEFAULT_FER_PYTHON = Path("/work/fervenv/bin/python")
 
-# Runs inside the fer environment: times FER.detect_emotions over the listed files.
+# Runs inside the fer environment: times FER.detect_emotions over each job's files (one
+# process for every job, so TensorFlow and fer load once).
 FER_SCRIPT = r"""
 import json, sys, time, cv2
 from fer.fer import FER
-paths, whole = json.loads(sys.argv[1]), sys.argv[2] == "whole"
+import fer
+jobs, rounds = json.loads(sys.argv[1]), int(sys.argv[2])
 detector = FER(mtcnn=False)
-def one(path):
+def one(path, whole):
     img = cv2.imread(path)
     boxes = [(0, 0, img.shape[1], img.shape[0])] if whole else None
     return detector.detect_emotions(img, face_rectangles=boxes)
-one(paths[0]); one(paths[-1])  # warm-up: model load, first inference
-best = None
-for _ in range(int(sys.argv[3])):
-    start = time.perf_counter()
-    found = sum(len(one(p)) for p in paths)
-    seconds = time.perf_counter() - start
-    best = seconds if best is None else min(best, seconds)
-import fer
-print(json.dumps({"seconds": best, "faces": found, "version": fer.__version__}))
+results = []
+for job in jobs:
+    paths, whole = job["paths"], job["whole"]
+    one(paths[0], whole); one(paths[-1], whole)  # warm-up: model load, first inference
+    best = None
+    for _ in range(rounds):
+        start = time.perf_counter()
+        found = sum(len(one(p, whole)) for p in paths)
+        seconds = time.perf_counter() - start
+        best = seconds if best is None else min(best, seconds)
+    results.append({"seconds": best, "faces": found, "version": fer.__version__})
+print(json.dumps(results))
 """
 
 
@@ -232,12 +237,15 @@ def time_original(model_path, photos):
     return {"seconds": time.perf_counter() - start, "faces": found}
 
 
-def time_fer(fer_python, paths, whole, rounds):
+def time_fer(fer_python, jobs, rounds):
+    """[{seconds, faces, version} or {error}] for each (paths, whole) job, timed in one fer process."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    done = subprocess.run([str(fer_python), "-c", FER_SCRIPT, json.dumps([str(p) for p in paths]),
-                           "whole" if whole else "detect", str(rounds)], capture_output=True, text=True, env=env)
+    spec = json.dumps([{"paths": [str(p) for p in paths], "whole": whole} for paths, whole in jobs])
+    done = subprocess.run([str(fer_python), "-c", FER_SCRIPT, spec, str(rounds)], capture_output=True, text=True,
+                          env=env)
     if done.returncode != 0:
-        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
+        error = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
+        return [{"error": error} for _ in jobs]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -271,8 +279,7 @@ def main(argv=None):
         e2e["original"] = time_original(model_path, originals)
         e2e["original"]["photos"] = len(originals)
     if fer_python is not None:
-        e2e["fer"] = time_fer(fer_python, photos, whole=False, rounds=args.rounds)
-        only_fer = time_fer(fer_python, faces_list, whole=True, rounds=args.rounds)
+        e2e["fer"], only_fer = time_fer(fer_python, [(photos, False), (faces_list, True)], rounds=args.rounds)
     else:
         only_fer = {"error": "not measured (no --fer-python and no /work/fervenv; see the docstring)"}
         print("fer: skipped (no --fer-python and no /work/fervenv; see bench docstring)")
