@@ -28,6 +28,7 @@ import heapq
 import json
 import logging
 import multiprocessing
+import operator
 import os
 import re
 import shlex
@@ -43,8 +44,8 @@ from efr import augment
 from efr.emotions import EMOTIONS, UnknownEmotionError, canonical_emotion
 from efr.errors import EFRError
 from efr.imageio import UnreadableImageError, check_png_writer, list_images, read_image, write_image
-from efr.parallel import bounded_map
 from efr.manifest import AUGMENTED, FIELDS, ORIGINAL, SPLITS, check_subject_disjoint, read_manifest, write_manifest
+from efr.parallel import bounded_map
 from efr.rafd import rafd_subject
 from efr.runinfo import library_versions, machine_info, write_json
 
@@ -300,7 +301,7 @@ def _sorted_rows(rows, fresh=()):
 
     ``fresh``: more augmented rows, already in path order (made one by one as they are written).
     """
-    by_path = lambda r: r["output"]  # noqa: E731
+    by_path = operator.itemgetter("output")
     yield from (r for r in rows if r["kind"] != AUGMENTED)
     yield from heapq.merge(sorted((r for r in rows if r["kind"] == AUGMENTED), key=by_path), fresh, key=by_path)
 
