@@ -135,18 +135,6 @@ def make_model(args, out):
     return path
 
 
-def best_of(rounds, fn):
-    """Seconds of the fastest of ``rounds`` calls of ``fn`` (after one warm-up call)."""
-    fn()
-    best = None
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        seconds = time.perf_counter() - start
-        best = seconds if best is None else min(best, seconds)
-    return best
-
-
 def faces_only_ways(model_path, crops, batch_size):
     """The classification-only ways, each a no-argument function over the same ``crops``."""
     from efr.modelio import load_model
@@ -207,7 +195,7 @@ def time_efr_end_to_end(model_path, photos, batch_size, rounds):
     def run():
         found["faces"] = predict(predictor, photos, progress=False).faces
 
-    return {"seconds": best_of(rounds, run), "faces": found["faces"], "load_seconds": load_seconds,
+    return {"seconds": common.best_of(rounds, run), "faces": found["faces"], "load_seconds": load_seconds,
             "runtime": predictor.runtime}
 
 

@@ -164,16 +164,12 @@ def child(stage, source, work, model=None):
         load_started = time.perf_counter()
         predictor = load_predictor(model, faces_only=True)
         load_seconds = time.perf_counter() - load_started
-        predict(predictor, [source], faces_only=True, progress=False)
-        # The fastest of PREDICT_CALLS calls: one call lasts 0.3-6 s, and identical calls varied by
-        # +-15 % on the 2-core machine, as much as the target's whole margin.
-        total = None
-        for _ in range(PREDICT_CALLS):
-            started = time.perf_counter()
-            result = predict(predictor, [source], faces_only=True, progress=False)
-            took = time.perf_counter() - started
-            total = took if total is None else min(total, took)
-        seconds = total
+        # The fastest of PREDICT_CALLS calls after a warm-up call: one call lasts 0.3-6 s, and identical
+        # calls varied by +-15 % on the 2-core machine, as much as the target's whole margin.
+        calls = []
+        seconds = total = common.best_of(
+            PREDICT_CALLS, lambda: calls.append(predict(predictor, [source], faces_only=True, progress=False)))
+        result = calls[-1]
         items, unit = result.faces, "faces/s"
         extra = {"load_seconds": load_seconds, "total_seconds": total, "photos": result.photos,
                  "runtime": predictor.runtime}
@@ -338,8 +334,8 @@ def main(argv=None):
         loads = [", ".join(f"{v:.2f}" for v in load) if load else "unknown"
                  for load in (load_before, common.load_average())]
         notes = [f"crop and augment rates include starting their workers; predict's is the fastest of "
-                 f"{PREDICT_CALLS} calls and leaves out the model load (seed CNN {args.img_size} px, untrained); {args.rounds} round(s); load average "
-                 f"{loads[0]} before, {loads[1]} after"]
+                 f"{PREDICT_CALLS} calls and leaves out the model load (seed CNN {args.img_size} px, untrained); "
+                 f"{args.rounds} round(s); load average {loads[0]} before, {loads[1]} after"]
         common.write_result(args.json, common.result("scaling", common.command_line(), rows, targets, notes))
     return 0
 

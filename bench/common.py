@@ -35,6 +35,7 @@ import os
 import platform
 import shlex
 import sys
+import time
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -176,6 +177,18 @@ def synthetic_key():
     import hashlib
 
     return hashlib.sha256((REPO / "efr" / "synthetic.py").read_bytes()).hexdigest()[:12]
+
+
+def best_of(rounds, fn):
+    """Seconds of the fastest of ``rounds`` calls of ``fn`` (after one warm-up call)."""
+    fn()
+    best = None
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fn()
+        seconds = time.perf_counter() - start
+        best = seconds if best is None else min(best, seconds)
+    return best
 
 
 def now_utc():
