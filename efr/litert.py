@@ -87,6 +87,8 @@ class LiteClassifier:
     def __init__(self, content, threads=None):
         from ai_edge_litert.interpreter import Interpreter
 
+        self.content = content
+
         from efr.landmarks import _quiet_stderr
 
         with _quiet_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
@@ -95,6 +97,10 @@ class LiteClassifier:
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self.batch = None
+
+    def single_threaded(self):
+        """Another interpreter of the same model on one thread, for a worker that classifies beside others."""
+        return LiteClassifier(self.content, threads=1)
 
     def __call__(self, batch):
         batch = np.ascontiguousarray(batch, dtype=np.float32)

@@ -237,3 +237,88 @@ def test_a_png_named_jpg_is_read_by_its_content(tmp_path):
     path = tmp_path / "really_a.jpg"
     path.write_bytes(cv2.imencode(".png", np.full((8, 8, 3), 90, np.uint8))[1].tobytes())
     assert diagnose_file(path) == "" and read_image(path).shape == (8, 8, 3)
+
+
+# ---------------------------------------------------------------------------------------
+# The fast PNG path (decode_simple_png): the crops EFR writes, decoded without OpenCV
+
+
+def _png(rows, width, height, colour, extra_chunks=()):
+    """A PNG of already-filtered ``rows`` (bytes, one filter byte first per row), by hand."""
+    import struct
+    import zlib
+
+    def chunk(kind, payload):
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)
+    body = b"".join(chunk(kind, payload) for kind, payload in extra_chunks)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + body
+            + chunk(b"IDAT", zlib.compress(b"".join(rows))) + chunk(b"IEND", b""))
+
+
+def _up_filtered(pixels):
+    """Rows of ``pixels`` (H, W*C uint8) under PNG's Up filter (row 0: None), as fpng writes them."""
+    above = np.vstack([np.zeros_like(pixels[:1]), pixels[:-1]])
+    filtered = (pixels.astype(np.int16) - above).astype(np.uint8)
+    return [bytes([0 if y == 0 else 2]) + filtered[y].tobytes() for y in range(len(pixels))]
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_the_pngs_efr_writes_take_the_fast_path_and_decode_as_opencv_does(channels):
+    pytest.importorskip("fpng")
+    for seed in range(3):
+        image = _noisy(channels, seed=seed)
+        data = encode_image(image, ".png", png_writer="fpng")
+        fast = imageio.decode_simple_png(data)
+        assert fast is not None, "fpng's PNGs must not fall back to OpenCV"
+        assert fast.dtype == np.uint8 and np.array_equal(fast, _decode(data))
+
+
+def test_grey_and_colour_pngs_under_the_up_filter_decode_exactly():
+    rng = np.random.default_rng(1)
+    for colour, channels in ((0, 1), (2, 3), (6, 4)):
+        pixels = rng.integers(0, 256, (37, 29 * channels), dtype=np.uint8)
+        data = _png(_up_filtered(pixels), 29, 37, colour)
+        fast = imageio.decode_simple_png(data)
+        assert fast is not None and np.array_equal(fast, _decode(data)), colour
+
+
+def test_pngs_the_fast_path_cannot_undo_go_to_opencv_and_none_rows_restart_the_sum(tmp_path, monkeypatch):
+    rng = np.random.default_rng(2)
+    pixels = rng.integers(0, 256, (20, 16 * 3), dtype=np.uint8)
+    rows = _up_filtered(pixels)
+    sub_row = [rows[0], b"\x01" + rows[1][1:]] + rows[2:]  # a Sub-filtered row
+    none_later = rows[:5] + [b"\x00" + pixels[5].tobytes()] + rows[6:]  # Up rows restarted by a None row
+    with_trns = _png(rows, 16, 20, 2, [(b"tRNS", b"\x00\x01\x00\x02\x00\x03")])
+    assert imageio.decode_simple_png(_png(sub_row, 16, 20, 2)) is None
+    assert np.array_equal(imageio.decode_simple_png(_png(none_later, 16, 20, 2)), _decode(_png(none_later, 16, 20, 2)))
+    assert imageio.decode_simple_png(with_trns) is None
+    monkeypatch.setattr(imageio, "_PNG_MAX_BYTES", 100)  # too big for the 32-bit running sums
+    assert imageio.decode_simple_png(_png(rows, 16, 20, 2)) is None
+    monkeypatch.undo()
+    # read_image gives OpenCV's answer for every one of them
+    for name, data in (("sub", _png(sub_row, 16, 20, 2)), ("none", _png(none_later, 16, 20, 2))):
+        (tmp_path / f"{name}.png").write_bytes(data)
+        assert np.array_equal(read_image(tmp_path / f"{name}.png"), _decode(data)), name
+
+
+def test_a_damaged_png_is_refused_as_before(tmp_path):
+    pytest.importorskip("fpng")
+    data = bytearray(encode_image(_noisy(3), ".png", png_writer="fpng"))
+    data[len(data) // 2] ^= 0xFF  # one flipped byte inside the image data: its CRC no longer matches
+    assert imageio.decode_simple_png(bytes(data)) is None
+    (tmp_path / "bad.png").write_bytes(bytes(data))
+    assert _decode(bytes(data)) is None  # OpenCV refuses it too
+    with pytest.raises(UnreadableImageError, match="bad.png"):
+        read_image(tmp_path / "bad.png")
+
+
+def test_without_isal_pythons_zlib_inflates_the_same_pixels(monkeypatch):
+    import zlib
+
+    pytest.importorskip("fpng")
+    image = _noisy(3)
+    data = encode_image(image, ".png", png_writer="fpng")
+    monkeypatch.setattr(imageio, "inflate_lib", zlib)
+    assert np.array_equal(imageio.decode_simple_png(data), image)

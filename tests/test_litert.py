@@ -121,3 +121,45 @@ def test_auto_converts_only_for_jobs_that_repay_it(tmp_path, cache, monkeypatch)
     efr_predict.predict(model_path, [folder], faces_only=True, progress=False)  # short, but converted already
     assert runtimes == ["keras", "litert", "litert"]
     assert litert.worth_converting(model_path, photos=0, streams=1)  # any video or camera
+
+
+def test_litert_workers_classify_their_own_runs_and_give_the_rows_of_one_thread(tmp_path, cache):
+    from efr.imageio import write_image
+
+    model_path = save_tiny_model(tmp_path / "m.keras")
+    folder = tmp_path / "faces"
+    for i, face in enumerate(_faces(11, seed=4)):
+        write_image(folder / f"f{i:02d}.png", face)
+    (folder / "f05b.png").write_text("not a picture")  # skipped, in its place in the order
+
+    class Spy:  # the Predictor's own (multi-threaded) interpreter, watched
+        def __init__(self, lite):
+            self.lite, self.calls, self.copies = lite, 0, 0
+
+        def __call__(self, batch):
+            self.calls += 1
+            return self.lite(batch)
+
+        def single_threaded(self):
+            self.copies += 1
+            return self.lite.single_threaded()
+
+    results = {}
+    for workers in (1, 2):
+        predictor = efr_predict.load_predictor(model_path, faces_only=True, runtime="litert")
+        predictor.lite = spy = Spy(predictor.lite)
+        results[workers] = efr_predict.predict(predictor, [folder], faces_only=True, progress=False,
+                                               workers=workers, out_dir=tmp_path / f"out{workers}")
+        if workers == 1:  # one thread reads and classifies on the shared interpreter
+            assert spy.calls > 0 and spy.copies == 0
+        else:  # 12 photos in 6 runs of 2: each worker on its own single-threaded interpreter
+            assert spy.calls == 0 and 1 <= spy.copies <= 2
+            assert predictor._spare_lites.qsize() == spy.copies  # kept for the next call
+    one, two = results[1], results[2]
+    assert [r.source for r in two.rows] == [r.source for r in one.rows] and len(two.rows) == 11
+    assert [r.label for r in two.rows] == [r.label for r in one.rows]
+    assert [r.confidence for r in two.rows] == pytest.approx([r.confidence for r in one.rows], abs=1e-5)
+    assert [s for s, _ in two.skipped] == [s for s, _ in one.skipped] == [str(folder / "f05b.png")]
+    assert [p.relative_to(tmp_path / "out2") for p in two.outputs] == \
+        [p.relative_to(tmp_path / "out1") for p in one.outputs]
+    assert all(p.is_file() for p in two.outputs) and sum(p.suffix == ".png" for p in two.outputs) == 11
