@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import queue
+import stat
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -425,9 +426,13 @@ def collect_inputs(inputs, out_dir=None):
     items, used = [], {}
     for raw in inputs:
         path = Path(raw)
-        if not path.exists():
-            raise EFRError(f"input {path} does not exist: give photos, folders or videos (or --camera INDEX)")
-        if path.is_dir():
+        try:
+            is_dir = stat.S_ISDIR(path.stat().st_mode)  # one system call for both questions
+        except (FileNotFoundError, NotADirectoryError, ValueError):
+            raise EFRError(f"input {path} does not exist: give photos, folders or videos (or --camera INDEX)") from None
+        except OSError as err:
+            raise EFRError(f"input {path} cannot be read ({err.strerror}): check its permissions") from None
+        if is_dir:
             found = sorted(p for p in path.rglob("*") if p.is_file() and (is_image_file(p) or is_video_file(p)))
             if out_dir is not None:
                 # This run's outputs: the whole --out folder, or only its annotated/ when --out is the
@@ -455,10 +460,12 @@ def _item(path, rel, used):
     key = rel.as_posix().lower()
     n = used.get(key, 1)
     candidate = rel if n == 1 else rel.with_name(f"{rel.stem}_{n}{rel.suffix}")
-    while candidate.as_posix().lower() in used:
+    candidate_key = key if n == 1 else candidate.as_posix().lower()
+    while candidate_key in used:
         n += 1
         candidate = rel.with_name(f"{rel.stem}_{n}{rel.suffix}")
-    used.setdefault(candidate.as_posix().lower(), 1)
+        candidate_key = candidate.as_posix().lower()
+    used.setdefault(candidate_key, 1)
     used[key] = n
     return InputItem(path, kind, candidate)
 

@@ -67,12 +67,13 @@ def photos(tmp_path_factory):
 def trained(tmp_path_factory):
     """A small CNN trained on subjects 1-16; subjects 17-20 are held out (never seen)."""
     root = tmp_path_factory.mktemp("trained")
-    train = generate_rafd_like(root / "train", subjects=16, size=RENDER_SIZE)
-    held_out = root / "held_out"
+    held_out, train = root / "held_out", []
+    held_out.mkdir()
     for path in generate_rafd_like(root / "all", subjects=20, size=RENDER_SIZE):
         if int(parse_rafd_name(path).subject) > 16:
-            held_out.mkdir(exist_ok=True)
             path.rename(held_out / path.name)
+        else:
+            train.append(path)
     model = train_face_model(train, root / "face.keras", image_size=48, epochs=40)
     return model, held_out
 

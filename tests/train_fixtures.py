@@ -4,9 +4,11 @@
 efr.faces (Haar face box, centre square when none is found), writes
 Dataset/{Train,Valid,Test}/<Emotion>/<RaFD name>.png and a manifest.csv, the layout
 crop.py makes.  Subjects are split subject-disjoint.  A few hundred 48 px images
-take a few seconds to make.
+take a few seconds to make; each face is drawn and detected once per test process
+(``_photo``), however many datasets use it.
 """
 
+import functools
 from pathlib import Path
 
 import cv2
@@ -22,6 +24,21 @@ from efr.synthetic import render_face
 RENDER_SIZE = (170, 256)  # (width, height): a RaFD frame at a quarter of its size
 
 
+@functools.lru_cache(maxsize=None)
+def _photo(subject, emotion, gaze, seed):
+    """(frame, face box) of one synthetic photo, read-only; drawing and detecting cost ~25 ms."""
+    frame = render_face(subject, emotion, gaze=gaze, seed=seed, size=RENDER_SIZE)
+    boxes = detect_faces(_cascade(), frame)
+    box = square_box(boxes[0], frame.shape, margin=0.1) if boxes else center_box(frame.shape)
+    frame.flags.writeable = False
+    return frame, box
+
+
+@functools.lru_cache(maxsize=1)
+def _cascade():
+    return load_cascade()
+
+
 def make_tiny_dataset(root, subjects=10, size=48, seed=0, gazes=("frontal", "left", "right"), emotions=EMOTIONS,
                       fractions=(0.6, 0.2, 0.2), folds=0, augmented=0):
     """Write a synthetic Dataset folder under ``root`` and return its path (root/Dataset).
@@ -32,7 +49,6 @@ def make_tiny_dataset(root, subjects=10, size=48, seed=0, gazes=("frontal", "lef
     copies per Train and Valid photo (named and listed as data_aug.py does).
     """
     dataset = Path(root) / "Dataset"
-    cascade = load_cascade()
     ids = [f"{n:02d}" for n in range(1, subjects + 1)]
     split_of = split_subjects(ids, fractions, seed=seed)
     fold_of = assign_folds(ids, folds, seed=seed) if folds else {}
@@ -41,9 +57,7 @@ def make_tiny_dataset(root, subjects=10, size=48, seed=0, gazes=("frontal", "lef
         split = split_of[subject]
         for emotion in emotions:
             for gaze in gazes:
-                frame = render_face(int(subject), emotion, gaze=gaze, seed=seed, size=RENDER_SIZE)
-                boxes = detect_faces(cascade, frame)
-                box = square_box(boxes[0], frame.shape, margin=0.1) if boxes else center_box(frame.shape)
+                frame, box = _photo(int(subject), emotion, gaze, seed)
                 face = crop_square(frame, box, size)
                 source = format_rafd_name(subject, "Caucasian", "female", emotion, gaze)
                 rel = f"{split}/{emotion}/{Path(source).stem}.png"
