@@ -431,7 +431,7 @@ def collect_inputs(inputs, out_dir=None):
         except (FileNotFoundError, NotADirectoryError, ValueError):
             raise EFRError(f"input {path} does not exist: give photos, folders or videos (or --camera INDEX)") from None
         except OSError as err:
-            raise EFRError(f"input {path} cannot be read ({err.strerror}): check its permissions") from None
+            raise EFRError(f"input {path} cannot be read ({err.strerror}): fix it or leave it out") from None
         if is_dir:
             found = sorted(p for p in path.rglob("*") if p.is_file() and (is_image_file(p) or is_video_file(p)))
             if out_dir is not None:

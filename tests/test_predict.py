@@ -249,6 +249,12 @@ def test_missing_input_path(model_path, tmp_path, caplog):
     assert "does not exist" in caplog.text
 
 
+def test_an_input_that_cannot_be_looked_at_is_named_with_why(model_path, tmp_path, caplog):
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")  # stat() fails with "too many levels of symbolic links"
+    assert run_cli(["--model", model_path, tmp_path / "loop"]) == 2
+    assert f"input {tmp_path / 'loop'} cannot be read (" in caplog.text and "Traceback" not in caplog.text
+
+
 def test_unreadable_photo_in_folder_is_skipped_and_counted(model_path, photos, tmp_path, capsys):
     import shutil
 
