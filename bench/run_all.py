@@ -1,7 +1,7 @@
 """One benchmark command: run every benchmark and rewrite BENCHMARKS.md's current figures.
 
     python bench/run_all.py                    # full sizes: 26 min on 2 cores (data cached)
-    python bench/run_all.py --quick            # small sizes: 4 min 44 s on 2 cores, data made from scratch
+    python bench/run_all.py --quick            # small sizes: 4 min 50 s on 2 cores, data made from scratch
     python bench/run_all.py --only crop,predict
     python bench/run_all.py --quick --no-write # print the section, leave BENCHMARKS.md alone
 
