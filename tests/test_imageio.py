@@ -264,15 +264,27 @@ def _up_filtered(pixels):
     return [bytes([0 if y == 0 else 2]) + filtered[y].tobytes() for y in range(len(pixels))]
 
 
+def _row_filters(data):
+    import zlib
+
+    chunks = imageio._png_chunks(data)
+    raw = zlib.decompress(b"".join(payload for kind, payload in chunks if kind == b"IDAT"))
+    width, height = np.frombuffer(data[16:24], ">u4")
+    return set(raw[:: len(raw) // int(height)])
+
+
 @pytest.mark.parametrize("channels", [3, 4])
 def test_the_pngs_efr_writes_take_the_fast_path_and_decode_as_opencv_does(channels):
     pytest.importorskip("fpng")
-    for seed in range(3):
-        image = _noisy(channels, seed=seed)
+    smooth = np.dstack([_gradient(64, 64)] + [_gradient(64, 64)[:, :, :1]] * (channels - 3))
+    filters = set()
+    for image in [_noisy(channels, seed=seed) for seed in range(3)] + [smooth]:
         data = encode_image(image, ".png", png_writer="fpng")
+        filters |= _row_filters(data)
         fast = imageio.decode_simple_png(data)
         assert fast is not None, "fpng's PNGs must not fall back to OpenCV"
-        assert fast.dtype == np.uint8 and np.array_equal(fast, _decode(data))
+        assert fast.dtype == np.uint8 and np.array_equal(fast, _decode(data)) and np.array_equal(fast, image)
+    assert filters == {0, 2}  # fpng chose None rows for some images and Up rows for others: both were decoded
 
 
 def test_grey_and_colour_pngs_under_the_up_filter_decode_exactly():
