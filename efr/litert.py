@@ -87,9 +87,9 @@ class LiteClassifier:
     def __init__(self, content, threads=None):
         from ai_edge_litert.interpreter import Interpreter
 
-        self.content = content
-
         from efr.landmarks import _quiet_stderr
+
+        self.content = content  # kept for single_threaded()
 
         with _quiet_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
             self.interpreter = Interpreter(model_content=content, num_threads=int(threads or os.cpu_count() or 1))

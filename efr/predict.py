@@ -287,8 +287,9 @@ class Predictor:
             self._spare_lites.put(lite)
 
     def _run_batch(self, batch, lite=None):
-        if lite is not None or self.lite is not None:
-            return (lite or self.lite)(batch)
+        lite = lite or self.lite  # a worker's own interpreter, else the shared one (None: Keras)
+        if lite is not None:
+            return lite(batch)
         return np.asarray(self.model.predict_on_batch(batch), dtype=np.float32)
 
     @property
