@@ -22,7 +22,12 @@ Measures, on the same RaFD-sized (681x1024) synthetic photos (efr.synthetic):
      model.predict_on_batch per 32 faces (same model, same process, warmed up);
    * the ceiling: the same model's predict_on_batch on the same faces already decoded and
      resized in memory (no file reading at all);
-   * fer with the face box set to the whole crop (its own process; fastest of its rounds).
+   * fer with the face box set to the whole crop.
+
+fer runs in its own environment (--fer-python) as one process that stays up for the whole
+benchmark and times one pass over the files whenever asked, so its passes take turns with
+EFR's in the same rounds (end to end: EFR, fer; faces only: the four ways above, fer) and
+meet the same load; the fastest round of each is kept.
 
 The EFR model is the seed CNN (untrained weights: speed does not depend on them) unless
 --model is given.  Models are loaded and warmed up before timing.  Every figure comes
@@ -36,6 +41,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -53,30 +59,26 @@ from efr.synthetic import RAFD_SIZE, generate_rafd_like  # noqa: E402
 
 DEFAULT_FER_PYTHON = Path("/work/fervenv/bin/python")
 
-# Runs inside the fer environment: times FER.detect_emotions over each job's files (one
-# process for every job, so TensorFlow and fer load once).
-FER_SCRIPT = r"""
+# Runs inside the fer environment: loads fer and TensorFlow once, says "ready", then for each
+# request line {"paths": [...], "whole": bool} times one pass of FER.detect_emotions over the
+# files and answers on one line that starts with FER_REPLY (other output is never mistaken for it).
+FER_REPLY = "FER_REPLY "
+FER_SERVER = r"""
 import json, sys, time, cv2
 from fer.fer import FER
 import fer
-jobs, rounds = json.loads(sys.argv[1]), int(sys.argv[2])
 detector = FER(mtcnn=False)
 def one(path, whole):
     img = cv2.imread(path)
     boxes = [(0, 0, img.shape[1], img.shape[0])] if whole else None
     return detector.detect_emotions(img, face_rectangles=boxes)
-results = []
-for job in jobs:
-    paths, whole = job["paths"], job["whole"]
-    one(paths[0], whole); one(paths[-1], whole)  # warm-up: model load, first inference
-    best = None
-    for _ in range(rounds):
-        start = time.perf_counter()
-        found = sum(len(one(p, whole)) for p in paths)
-        seconds = time.perf_counter() - start
-        best = seconds if best is None else min(best, seconds)
-    results.append({"seconds": best, "faces": found, "version": fer.__version__})
-print(json.dumps(results))
+print("FER_REPLY ready", flush=True)
+for line in sys.stdin:
+    job = json.loads(line)
+    start = time.perf_counter()
+    found = sum(len(one(p, job["whole"])) for p in job["paths"])
+    reply = {"seconds": time.perf_counter() - start, "faces": found, "version": fer.__version__}
+    print("FER_REPLY " + json.dumps(reply), flush=True)
 """
 
 
@@ -171,32 +173,43 @@ def faces_only_ways(model_path, crops, batch_size):
 
 
 def time_interleaved(ways, rounds):
-    """{name: fastest seconds}, the ways run in turn in each round so that load hits all alike."""
-    for fn in ways.values():
-        fn()  # warm-up
-    best = {}
+    """({name: fastest seconds}, {name: error}): the ways run in turn in each round so that load hits all alike.
+
+    A way may return its own timing in seconds (fer times itself in its process); else its
+    call is timed here.  A way that raises is dropped from later rounds with its error.
+    """
+    best, errors = {}, {}
+
+    def timed(name, fn):
+        try:
+            start = time.perf_counter()
+            own = fn()
+            return own if isinstance(own, float) else time.perf_counter() - start
+        except Exception as err:  # noqa: BLE001 (a peer's failure is reported, not fatal)
+            errors[name] = str(err) or type(err).__name__
+            return None
+
+    for name, fn in ways.items():
+        timed(name, fn)  # warm-up
     for _ in range(rounds):
         for name, fn in ways.items():
-            start = time.perf_counter()
-            fn()
-            seconds = time.perf_counter() - start
-            best[name] = min(best.get(name, seconds), seconds)
-    return best
+            if name not in errors and (seconds := timed(name, fn)) is not None:
+                best[name] = min(best.get(name, seconds), seconds)
+    return best, errors
 
 
-def time_efr_end_to_end(model_path, photos, batch_size, rounds):
+def efr_end_to_end(model_path, photos, batch_size):
+    """(a no-argument function predicting ``photos`` end to end, {load_seconds, runtime, faces}) for EFR."""
     from efr.predict import load_predictor, predict
 
     load_start = time.perf_counter()
     predictor = load_predictor(model_path, batch_size=batch_size)
-    load_seconds = time.perf_counter() - load_start
-    found = {}
+    info = {"load_seconds": time.perf_counter() - load_start, "runtime": predictor.runtime}
 
     def run():
-        found["faces"] = predict(predictor, photos, progress=False).faces
+        info["faces"] = predict(predictor, photos, progress=False).faces
 
-    return {"seconds": common.best_of(rounds, run), "faces": found["faces"], "load_seconds": load_seconds,
-            "runtime": predictor.runtime}
+    return run, info
 
 
 def time_original(model_path, photos):
@@ -225,16 +238,42 @@ def time_original(model_path, photos):
     return {"seconds": time.perf_counter() - start, "faces": found}
 
 
-def time_fer(fer_python, jobs, rounds):
-    """[{seconds, faces, version} or {error}] for each (paths, whole) job, timed in one fer process."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    spec = json.dumps([{"paths": [str(p) for p in paths], "whole": whole} for paths, whole in jobs])
-    done = subprocess.run([str(fer_python), "-c", FER_SCRIPT, spec, str(rounds)], capture_output=True, text=True,
-                          env=env)
-    if done.returncode != 0:
-        error = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
-        return [{"error": error} for _ in jobs]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+class FerServer:
+    """The fer package in its own environment (``fer_python``), timing one pass over some files per request."""
+
+    def __init__(self, fer_python):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+        self.stderr = tempfile.TemporaryFile(mode="w+")  # TensorFlow's chatter; its last line on failure
+        self.process = subprocess.Popen([str(fer_python), "-c", FER_SERVER], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env)
+        self.last = {}
+        if self._reply() != "ready":
+            raise RuntimeError("fer did not start")
+
+    def _reply(self):
+        for line in self.process.stdout:
+            if line.startswith(FER_REPLY):
+                return line[len(FER_REPLY):].strip()
+        self.process.wait()
+        self.stderr.seek(0)
+        lines = self.stderr.read().strip().splitlines()
+        raise RuntimeError(lines[-1] if lines else f"fer exited with status {self.process.returncode}")
+
+    def time_pass(self, paths, whole):
+        """fer's own seconds for one pass of detect_emotions over ``paths`` (``whole``: the face box is the image)."""
+        self.process.stdin.write(json.dumps({"paths": [str(p) for p in paths], "whole": whole}) + "\n")
+        self.process.stdin.flush()
+        self.last = json.loads(self._reply())
+        return float(self.last["seconds"])
+
+    def close(self):
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.stderr.close()
 
 
 def rate(entry, count):
@@ -259,22 +298,49 @@ def main(argv=None):
           f"({len(faces_list)} faces for classification only); model {model_path.name}; {os.cpu_count()} CPUs, "
           f"load average {load_before:.1f}; python {platform.python_version()}; best of {args.rounds} rounds")
 
-    ways, runtime = faces_only_ways(model_path, faces_list, args.batch_size)
-    only = time_interleaved(ways, args.rounds)
-    e2e = {"efr": time_efr_end_to_end(model_path, photos, args.batch_size, args.rounds)}
+    fer, fer_error = None, "not measured (no --fer-python and no /work/fervenv; see the docstring)"
+    if fer_python is not None:
+        try:
+            fer = FerServer(fer_python)  # started (TensorFlow loaded) before anything is timed
+        except (OSError, RuntimeError) as err:
+            fer_error = f"fer did not start: {err}"
+    if fer is None:
+        print(f"fer: {fer_error}")
+    fer_found = {}
+
+    def fer_pass(paths, whole):
+        def run():
+            seconds = fer.time_pass(paths, whole)
+            fer_found[whole] = fer.last
+            return seconds
+        return run
+
+    try:
+        ways, runtime = faces_only_ways(model_path, faces_list, args.batch_size)
+        efr_run, efr_info = efr_end_to_end(model_path, photos, args.batch_size)
+        e2e_ways = {"efr": efr_run}
+        if fer is not None:
+            ways["fer"] = fer_pass(faces_list, True)
+            e2e_ways["fer"] = fer_pass(photos, False)
+        only, only_errors = time_interleaved(ways, args.rounds)
+        e2e_best, e2e_errors = time_interleaved(e2e_ways, args.rounds)
+    finally:
+        if fer is not None:
+            fer.close()
+    for name, error in {**only_errors, **e2e_errors}.items():
+        if name != "fer":
+            raise RuntimeError(f"{name}: {error}")
+    e2e = {"efr": {"seconds": e2e_best["efr"], **efr_info}}
     if not args.skip_original:
         originals = photos[: args.original_photos]
         e2e["original"] = time_original(model_path, originals)
         e2e["original"]["photos"] = len(originals)
-    if fer_python is not None:
-        e2e["fer"], only_fer = time_fer(fer_python, [(photos, False), (faces_list, True)], rounds=args.rounds)
-    else:
-        only_fer = {"error": "not measured (no --fer-python and no /work/fervenv; see the docstring)"}
-        print("fer: skipped (no --fer-python and no /work/fervenv; see bench docstring)")
+    if fer is not None:
+        e2e["fer"] = ({"error": e2e_errors["fer"]} if "fer" in e2e_errors
+                      else {"seconds": e2e_best["fer"], **fer_found[False]})
+    only_fer = {"error": only_errors.get("fer", fer_error)} if "fer" not in only else {"seconds": only["fer"]}
 
     rates = {name: len(faces_list) / seconds for name, seconds in only.items()}
-    if "error" not in only_fer:
-        rates["fer"] = len(faces_list) / only_fer["seconds"]
     e2e_rates = {name: entry.get("photos", len(photos)) / entry["seconds"]
                  for name, entry in e2e.items() if "error" not in entry}
     labels = {

@@ -124,8 +124,8 @@ def diagnose_file(path, head=None, tail=None):
     The one diagnosis every stage uses: a text file named .png is "not an image (a text
     file)", not "truncated".  ``head``/``tail``: bytes already read (else read here).
     """
-    path = Path(path)
     if head is None or tail is None:
+        path = Path(path)
         try:
             size = path.stat().st_size
             with open(path, "rb") as handle:
@@ -212,7 +212,8 @@ def decode_simple_png(data):
         return None
     stride = width * channels + 1
     try:
-        raw = inflate_lib.decompress(b"".join(payload for kind, payload in chunks if kind == b"IDAT"))
+        idat = [payload for kind, payload in chunks if kind == b"IDAT"]
+        raw = inflate_lib.decompress(idat[0] if len(idat) == 1 else b"".join(idat))
     except inflate_lib.error:
         return None
     if len(raw) != stride * height:
@@ -229,9 +230,9 @@ def decode_simple_png(data):
         sums = cv2.integral(rows[:, 1:], sdepth=cv2.CV_32S)[1:]
         pixels = cv2.subtract(sums[:, 1:], sums[:, :-1]).astype(np.uint8)
         # ... restarted at every later None row: take off the sum up to the row before it.
-        restart = np.maximum.accumulate(np.where(filters == 0, np.arange(height), 0))
-        later = restart > 0
-        if later.any():
+        if not filters[1:].all():
+            restart = np.maximum.accumulate(np.where(filters == 0, np.arange(height), 0))
+            later = restart > 0
             pixels[later] -= pixels[restart[later] - 1]
     pixels = pixels.reshape(height, width, channels)
     return cv2.cvtColor(pixels, _PNG_TO_OPENCV[channels]) if channels > 1 else pixels[:, :, 0]
@@ -243,7 +244,7 @@ def read_image(path):
     Accepts grey, palette, RGBA and 16-bit files.  Raises UnreadableImageError for a
     missing, empty, truncated or non-image file, naming the file.
     """
-    path = Path(path)
+    path = path if isinstance(path, Path) else Path(path)
     try:
         data = path.read_bytes()
     except OSError as err:

@@ -374,8 +374,8 @@ class InputItem:
 
 
 def is_video_file(path):
-    path = Path(path)
-    return path.suffix.lower() in VIDEO_EXTENSIONS and not path.name.startswith(".")
+    name = os.path.basename(os.fspath(path))
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
 
 
 def _inside(path, folder):
@@ -426,7 +426,7 @@ def collect_inputs(inputs, out_dir=None):
     """
     items, used = [], {}
     for raw in inputs:
-        path = Path(raw)
+        path = raw if isinstance(raw, Path) else Path(raw)
         try:
             is_dir = stat.S_ISDIR(path.stat().st_mode)  # one system call for both questions
         except (FileNotFoundError, NotADirectoryError, ValueError):
@@ -444,31 +444,43 @@ def collect_inputs(inputs, out_dir=None):
             found = [p for p in found if not any(_inside(p, folder) for folder in skipped)]
             if not found:
                 log.warning("%s: no photos or videos found in this folder", path)
+            top = path.name or "input"
             for file in found:
-                items.append(_item(file, Path(path.name or "input") / file.relative_to(path), used))
+                items.append(_item(file, f"{top}/{file.relative_to(path).as_posix()}", used))
         else:
-            items.append(_item(path, Path(path.name), used))
+            items.append(_item(path, path.name, used))
     return items
 
 
 def _item(path, rel, used):
-    """The InputItem of ``path``; ``used``: {output name, lower case: last number tried for it}."""
+    """The InputItem of ``path``.
+
+    ``rel``: its name under annotated/, '/'-separated; ``used``: {output name, lower case:
+    last number tried for it}.  Names are built as strings (a Path each cost more than
+    reading a small crop: BENCHMARKS.md) and made a Path once.
+    """
     kind = "video" if is_video_file(path) else "image"
+    folder, _, name = rel.rpartition("/")
+    dot = name.rfind(".")
+    stem, suffix = (name[:dot], name[dot:]) if 0 < dot < len(name) - 1 else (name, "")  # pathlib's rule
     if kind == "video":
-        rel = rel.with_name(f"{rel.stem}_annotated.mp4")
+        stem, suffix = f"{stem}_annotated", ".mp4"
+    prefix = f"{folder}/" if folder else ""
+
+    def numbered(n):
+        return f"{prefix}{stem}{suffix}" if n == 1 else f"{prefix}{stem}_{n}{suffix}"
+
     # Two inputs with the same name (from different folders) must not share an output:
     # name, name_2, name_3, ...; the last number tried is kept, so many copies stay cheap.
-    key = rel.as_posix().lower()
+    key = numbered(1).lower()
     n = used.get(key, 1)
-    candidate = rel if n == 1 else rel.with_name(f"{rel.stem}_{n}{rel.suffix}")
-    candidate_key = key if n == 1 else candidate.as_posix().lower()
-    while candidate_key in used:
+    candidate = numbered(n)
+    while candidate.lower() in used:
         n += 1
-        candidate = rel.with_name(f"{rel.stem}_{n}{rel.suffix}")
-        candidate_key = candidate.as_posix().lower()
-    used.setdefault(candidate_key, 1)
+        candidate = numbered(n)
+    used.setdefault(candidate.lower(), 1)
     used[key] = n
-    return InputItem(path, kind, candidate)
+    return InputItem(path, kind, Path(candidate))
 
 
 # ---------------------------------------------------------------------------------------

@@ -444,3 +444,20 @@ def test_inputs_with_the_same_name_get_numbered_outputs(tmp_path):
     names = [item.rel.as_posix() for item in items]
     assert names[:4] == ["face.png", "face_2.png", "face_2_2.png", "face_3.png"]
     assert names[-1] == "face_402.png" and len(set(n.lower() for n in names)) == len(names)
+
+
+def test_output_names_follow_pathlib_stems_and_suffixes(tmp_path):
+    """Numbering keeps the last suffix (pathlib's rule), videos get _annotated.mp4, folders keep their tree."""
+    files = {"a/photo.v2.png": b"", "b/photo.v2.png": b"", "a/noext": b"", "b/noext": b"", "a/clip.MOV": b"",
+             "b/clip.MOV": b"", "tree/sub/face.jpg": b"", "c/Photo.V2.PNG": b""}
+    for rel in files:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    named = [tmp_path / r for r in files if not r.startswith("tree/")]
+    items = efr_predict.collect_inputs([*named, tmp_path / "tree"])
+    assert [(item.rel.as_posix(), item.kind) for item in items] == [
+        ("photo.v2.png", "image"), ("photo.v2_2.png", "image"), ("noext", "image"), ("noext_2", "image"),
+        ("clip_annotated.mp4", "video"), ("clip_annotated_2.mp4", "video"), ("Photo.V2_3.PNG", "image"),
+        ("tree/sub/face.jpg", "image"),
+    ]
+    assert all(isinstance(item.rel, Path) for item in items)
