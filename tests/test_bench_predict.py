@@ -3,6 +3,8 @@
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
@@ -18,12 +20,14 @@ def test_interleaved_rounds_take_turns_keep_the_fastest_and_drop_a_failing_way()
 
     ways = {"plain": lambda: calls.append("plain"), "own": lambda: calls.append("own") or next(own),
             "failing": failing}
-    best, errors = bench_predict.time_interleaved(ways, rounds=3)
+    best, errors = bench_predict.time_interleaved(ways, rounds=3, optional=("failing",))
     # warm-up, then 3 rounds in turn; the failing way is tried once (its warm-up) and dropped
     assert calls == ["plain", "own", "failing"] + ["plain", "own"] * 3
     assert best["own"] == 0.2  # a way's own timing (fer times itself) is used as given; the warm-up's 0.5 is not
     assert 0 <= best["plain"] < 0.1 and "failing" not in best
     assert errors == {"failing": "fer exited"}
+    with pytest.raises(RuntimeError, match="fer exited"):  # EFR's own ways are not optional
+        bench_predict.time_interleaved({"failing": failing}, rounds=1)
 
 
 def test_fer_server_says_why_it_could_not_start(tmp_path):
