@@ -59,9 +59,10 @@ from efr.synthetic import RAFD_SIZE, generate_rafd_like  # noqa: E402
 
 DEFAULT_FER_PYTHON = Path("/work/fervenv/bin/python")
 
-# Runs inside the fer environment: loads fer and TensorFlow once, says "ready", then for each
-# request line {"paths": [...], "whole": bool} times one pass of FER.detect_emotions over the
-# files and answers on one line that starts with FER_REPLY (other output is never mistaken for it).
+# Runs inside the fer environment: loads fer and TensorFlow once, warms up on the [path, whole]
+# pairs of its first argument, says "ready", then for each request line {"paths": [...], "whole":
+# bool} times one pass of FER.detect_emotions over the files and answers on one line that starts
+# with FER_REPLY (other output is never mistaken for it).
 FER_REPLY = "FER_REPLY "
 FER_SERVER = r"""
 import json, sys, time, cv2
@@ -72,6 +73,8 @@ def one(path, whole):
     img = cv2.imread(path)
     boxes = [(0, 0, img.shape[1], img.shape[0])] if whole else None
     return detector.detect_emotions(img, face_rectangles=boxes)
+for path, whole in json.loads(sys.argv[1]):
+    one(path, whole)  # warm-up: model load, first inference
 print("FER_REPLY ready", flush=True)
 for line in sys.stdin:
     job = json.loads(line)
@@ -172,12 +175,13 @@ def faces_only_ways(model_path, crops, batch_size):
         predictors["auto"].runtime
 
 
-def time_interleaved(ways, rounds, optional=()):
+def time_interleaved(ways, rounds, optional=(), warmed=()):
     """({name: fastest seconds}, {name: error}): the ways run in turn in each round so that load hits all alike.
 
-    A way may return its own timing in seconds (fer times itself in its process); else its
-    call is timed here.  A way named in ``optional`` (a peer) that raises is dropped from
-    later rounds with its error; any other way's exception propagates.
+    Each way is called once to warm up first, except those named in ``warmed`` (fer warms up
+    as it starts).  A way may return its own timing in seconds (fer times itself in its
+    process); else its call is timed here.  A way named in ``optional`` (a peer) that raises
+    is dropped from later rounds with its error; any other way's exception propagates.
     """
     best, errors = {}, {}
 
@@ -193,7 +197,8 @@ def time_interleaved(ways, rounds, optional=()):
             return None
 
     for name, fn in ways.items():
-        timed(name, fn)  # warm-up
+        if name not in warmed:
+            timed(name, fn)  # warm-up
     for _ in range(rounds):
         for name, fn in ways.items():
             if name not in errors and (seconds := timed(name, fn)) is not None:
@@ -244,12 +249,20 @@ def time_original(model_path, photos):
 class FerServer:
     """The fer package in its own environment (``fer_python``), timing one pass over some files per request."""
 
-    def __init__(self, fer_python):
+    def __init__(self, fer_python, warm_up=()):
+        """Start fer, warming up on ``warm_up`` ((path, whole) pairs); ``ready()`` waits for it.
+
+        Starting it early lets fer load TensorFlow while this process prepares its own ways.
+        """
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
         self.stderr = tempfile.TemporaryFile(mode="w+")  # TensorFlow's chatter; its last line on failure
-        self.process = subprocess.Popen([str(fer_python), "-c", FER_SERVER], stdin=subprocess.PIPE,
+        pairs = json.dumps([[str(path), whole] for path, whole in warm_up])
+        self.process = subprocess.Popen([str(fer_python), "-c", FER_SERVER, pairs], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env)
         self.last = {}
+
+    def ready(self):
+        """Wait until fer has loaded and warmed up; RuntimeError with its last stderr line if it could not."""
         if self._reply() != "ready":
             raise RuntimeError("fer did not start")
 
@@ -303,12 +316,10 @@ def main(argv=None):
 
     fer, fer_error = None, "not measured (no --fer-python and no /work/fervenv; see the docstring)"
     if fer_python is not None:
-        try:
-            fer = FerServer(fer_python)  # started (TensorFlow loaded) before anything is timed
-        except (OSError, RuntimeError) as err:
+        try:  # fer loads while EFR's ways are prepared, and is ready before anything is timed
+            fer = FerServer(fer_python, warm_up=[(faces_list[0], True), (photos[0], False)])
+        except OSError as err:
             fer_error = f"fer did not start: {err}"
-    if fer is None:
-        print(f"fer: {fer_error}")
     fer_found = {}
 
     def fer_pass(paths, whole):
@@ -323,10 +334,16 @@ def main(argv=None):
         efr_run, efr_info = efr_end_to_end(model_path, photos, args.batch_size)
         e2e_ways = {"efr": efr_run}
         if fer is not None:
-            ways["fer"] = fer_pass(faces_list, True)
-            e2e_ways["fer"] = fer_pass(photos, False)
-        only, only_errors = time_interleaved(ways, args.rounds, optional=("fer",))
-        e2e_best, e2e_errors = time_interleaved(e2e_ways, args.rounds, optional=("fer",))
+            try:
+                fer.ready()
+                ways["fer"] = fer_pass(faces_list, True)
+                e2e_ways["fer"] = fer_pass(photos, False)
+            except RuntimeError as err:
+                fer_error = f"fer did not start: {err}"
+        if "fer" not in ways:
+            print(f"fer: {fer_error}")
+        only, only_errors = time_interleaved(ways, args.rounds, optional=("fer",), warmed=("fer",))
+        e2e_best, e2e_errors = time_interleaved(e2e_ways, args.rounds, optional=("fer",), warmed=("fer",))
     finally:
         if fer is not None:
             fer.close()
@@ -335,7 +352,7 @@ def main(argv=None):
         originals = photos[: args.original_photos]
         e2e["original"] = time_original(model_path, originals)
         e2e["original"]["photos"] = len(originals)
-    if fer is not None:
+    if "fer" in e2e_ways:
         e2e["fer"] = ({"error": e2e_errors["fer"]} if "fer" in e2e_errors
                       else {"seconds": e2e_best["fer"], **fer_found[False]})
     only_fer = {"error": only_errors.get("fer", fer_error)} if "fer" not in only else {"seconds": only["fer"]}

@@ -1,7 +1,7 @@
 """One benchmark command: run every benchmark and rewrite BENCHMARKS.md's current figures.
 
-    python bench/run_all.py                    # full sizes: 26 min on 2 cores (data cached)
-    python bench/run_all.py --quick            # small sizes: 4 min 50 s on 2 cores, data made from scratch
+    python bench/run_all.py                    # full sizes: 26-33 min on 2 cores (data cached)
+    python bench/run_all.py --quick            # small sizes: 4 min 52 s on 2 cores, data made from scratch
     python bench/run_all.py --only crop,predict
     python bench/run_all.py --quick --no-write # print the section, leave BENCHMARKS.md alone
 
@@ -61,7 +61,7 @@ BENCHES = {
     "pipeline": ("bench_pipeline.py", ["--images", "320", "--epochs", "2"],
                  ["--images", "64", "--epochs", "1", "--rounds", "2", "--size", "128"]),
     # 128 = 96 Valid/Test images + one batch of 32 for Train
-    "memory": ("bench_memory.py", ["--sizes", "500", "5000"], ["--sizes", "128", "256", "--img-size", "128"]),
+    "memory": ("bench_memory.py", ["--sizes", "500", "5000"], ["--sizes", "128", "256", "--img-size", "64"]),
     # bench_predict.py's size options as the lead's version has them (--faces, --rounds, --original-photos)
     "predict": ("bench_predict.py", ["--photos", "96"],
                 ["--photos", "32", "--faces", "320", "--rounds", "2", "--original-photos", "8"]),

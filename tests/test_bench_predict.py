@@ -28,18 +28,25 @@ def test_interleaved_rounds_take_turns_keep_the_fastest_and_drop_a_failing_way()
     assert errors == {"failing": "fer exited"}
     with pytest.raises(RuntimeError, match="fer exited"):  # EFR's own ways are not optional
         bench_predict.time_interleaved({"failing": failing}, rounds=1)
+    calls.clear()
+    bench_predict.time_interleaved({"plain": lambda: calls.append("plain"), "warm": lambda: calls.append("warm")},
+                                   rounds=2, warmed=("warm",))
+    assert calls == ["plain", "plain", "warm", "plain", "warm"]  # no warm-up call for a way that warmed itself
 
 
 def test_fer_server_says_why_it_could_not_start(tmp_path):
     fake = tmp_path / "python"
     fake.write_text("#!/bin/sh\necho 'ModuleNotFoundError: No module named fer' >&2\nexit 1\n")
     fake.chmod(0o755)
+    server = bench_predict.FerServer(fake)
     try:
-        bench_predict.FerServer(fake)
+        server.ready()
     except RuntimeError as err:
         assert str(err) == "ModuleNotFoundError: No module named fer"
     else:
         raise AssertionError("FerServer started without fer")
+    finally:
+        server.close()
 
 
 def test_fer_server_times_passes_on_request_in_one_process(tmp_path):
@@ -49,15 +56,17 @@ def test_fer_server_times_passes_on_request_in_one_process(tmp_path):
 exec {sys.executable} -c '
 import json, sys
 print("TensorFlow chatter on stdout")
+assert json.loads(sys.argv[-1]) == [["a.png", True]]  # the warm-up pairs
 print("FER_REPLY ready", flush=True)
 for n, line in enumerate(sys.stdin):
     job = json.loads(line)
     print("FER_REPLY " + json.dumps({{"seconds": 0.25 * (n + 1), "faces": len(job["paths"]), "version": "x"}}), flush=True)
-'
+' "$@"
 """)
     fake.chmod(0o755)
-    server = bench_predict.FerServer(fake)
+    server = bench_predict.FerServer(fake, warm_up=[("a.png", True)])
     try:
+        server.ready()
         assert server.time_pass(["a.png", "b.png"], True) == 0.25
         assert server.time_pass(["a.png"], False) == 0.5 and server.last["faces"] == 1
     finally:
