@@ -276,11 +276,15 @@ class FerServer:
         raise RuntimeError(lines[-1] if lines else f"fer exited with status {self.process.returncode}")
 
     def time_pass(self, paths, whole):
-        """fer's own seconds for one pass of detect_emotions over ``paths`` (``whole``: the face box is the image)."""
+        """fer's own seconds for one pass of detect_emotions over ``paths`` (``whole``: the face box is the image).
+
+        ``last`` keeps what that pass found (faces, fer's version), not its time: the caller keeps the fastest.
+        """
         self.process.stdin.write(json.dumps({"paths": [str(p) for p in paths], "whole": whole}) + "\n")
         self.process.stdin.flush()
-        self.last = json.loads(self._reply())
-        return float(self.last["seconds"])
+        reply = json.loads(self._reply())
+        self.last = {k: v for k, v in reply.items() if k != "seconds"}  # what the pass found: faces, version
+        return float(reply["seconds"])
 
     def close(self):
         if self.process.poll() is None:
@@ -329,7 +333,7 @@ def main(argv=None):
             try:
                 fer.ready()
                 ways["fer"] = lambda: fer.time_pass(faces_list, True)
-                e2e_ways["fer"] = lambda: fer.time_pass(photos, False)  # timed last: fer.last is its reply
+                e2e_ways["fer"] = lambda: fer.time_pass(photos, False)  # timed last: fer.last is what it found
             except RuntimeError as err:
                 fer_error = f"fer did not start: {err}"
         if "fer" not in ways:
