@@ -269,8 +269,8 @@ def _row_filters(data):
 
     chunks = imageio._png_chunks(data)
     raw = zlib.decompress(b"".join(payload for kind, payload in chunks if kind == b"IDAT"))
-    width, height = np.frombuffer(data[16:24], ">u4")
-    return set(raw[:: len(raw) // int(height)])
+    height = int.from_bytes(data[20:24], "big")  # IHDR: width, then height
+    return set(raw[:: len(raw) // height])
 
 
 @pytest.mark.parametrize("channels", [3, 4])
