@@ -30,6 +30,7 @@ Bench scripts print as before; the JSON file is written in addition.
 """
 
 import json
+import math
 import numbers
 import os
 import platform
@@ -189,6 +190,27 @@ def best_of(rounds, fn):
         seconds = time.perf_counter() - start
         best = seconds if best is None else min(best, seconds)
     return best
+
+
+def best_per_call(rounds, fn, min_seconds):
+    """(seconds of one call, calls per round): the fastest of ``rounds`` rounds, each round
+    repeating ``fn`` enough times to last about ``min_seconds`` (the warm-up call's time
+    decides how many), as timeit's autorange does.
+
+    Short calls timed one by one are the ones a quiet instant of a busy machine flatters;
+    rounds of equal length let a short job and a long one meet the same noise.
+    """
+    start = time.perf_counter()
+    fn()
+    calls = max(1, math.ceil(min_seconds / max(time.perf_counter() - start, 1e-9)))
+    best = None
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        seconds = (time.perf_counter() - start) / calls
+        best = seconds if best is None else min(best, seconds)
+    return best, calls
 
 
 def now_utc():

@@ -58,7 +58,7 @@ BENCHES = {
     "crop": ("bench_crop.py", ["--subjects", "10", "--repeat", "3", "--floor-subjects", "10", "--floor-rounds", "3"],
              ["--subjects", "3", "--repeat", "1", "--floor-subjects", "4", "--floor-rounds", "3", "--skip-real"]),
     "augment": ("bench_augment.py", ["--repeats", "5"], ["--photos", "50", "--repeats", "2"]),
-    "pipeline": ("bench_pipeline.py", ["--images", "320", "--epochs", "2"],
+    "pipeline": ("bench_pipeline.py", ["--images", "320", "--epochs", "1", "--rounds", "4"],
                  ["--images", "64", "--epochs", "1", "--rounds", "2", "--size", "128"]),
     # 128 = 96 Valid/Test images + one batch of 32 for Train
     "memory": ("bench_memory.py", ["--sizes", "500", "5000"], ["--sizes", "128", "256", "--img-size", "64"]),

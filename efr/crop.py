@@ -90,6 +90,11 @@ class CropOptions:
     # turned so that they are level, with the Haar crops' framing (efr.align).
     align: str = "none"
 
+    def detect_kwargs(self):
+        """The keyword arguments of ``efr.faces.find_faces`` these options give."""
+        return {"max_side": self.detect_max_side, "retry_max_side": self.retry_max_side,
+                "scale_factor": self.scale_factor, "min_neighbors": self.min_neighbors, "min_size": self.min_face}
+
 
 # ---------------------------------------------------------------------------------------
 # Options and folders
@@ -807,11 +812,7 @@ def crop_dataset(src, dst, options=CropOptions(), workers=None, overwrite=False,
     # Starting a worker costs about half a second (a fresh interpreter importing OpenCV),
     # more than cropping a dozen photos: small jobs get fewer workers, tiny ones none.
     workers = max(1, min(workers or os.cpu_count() or 1, len(tasks) // MIN_PHOTOS_PER_WORKER))
-    detect_kwargs = {
-        "max_side": options.detect_max_side, "retry_max_side": options.retry_max_side,
-        "scale_factor": options.scale_factor,
-        "min_neighbors": options.min_neighbors, "min_size": options.min_face,
-    }
+    detect_kwargs = options.detect_kwargs()
     cascade_file = str(faces.cascade_path(options.cascade))
     last_save = time.monotonic()
     try:

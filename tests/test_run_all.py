@@ -160,3 +160,20 @@ def test_figures_from_an_only_rerun_name_both_runs():
     assert expected in run_all.render_readme_table(mixed)
     single = report([{**ok_entry("crop", []), "run": "2026-11-25T06:00:00+00:00", "git_commit": "abc1234"}])
     assert "more than one run" not in run_all.render_section(single) + run_all.render_readme_table(single)
+
+
+def test_best_per_call_repeats_short_calls_to_a_round_length_and_keeps_the_fastest(monkeypatch):
+    clock = [0.0]
+    costs = iter([0.25] + [0.25] * 4 + [0.2] * 4 + [0.3] * 4)  # warm-up, then 3 rounds of 4 calls
+    monkeypatch.setattr(common.time, "perf_counter", lambda: clock[0])
+
+    def call():
+        clock[0] += next(costs)
+
+    seconds, calls = common.best_per_call(3, call, min_seconds=1.0)
+    assert calls == 4  # the 0.25 s warm-up call: 4 calls fill a 1 s round
+    assert seconds == pytest.approx(0.2)  # per call, from the fastest round
+    with pytest.raises(StopIteration):  # every cost was used: 1 + 3 x 4 calls, no more
+        call()
+    clock[0], costs = 0.0, iter([5.0, 4.0, 6.0])
+    assert common.best_per_call(2, call, min_seconds=1.0) == (4.0, 1)  # a long call is timed once per round
