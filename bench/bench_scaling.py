@@ -17,7 +17,7 @@ Stages, each through its public function, each measurement in a child process of
   predict  efr.predict.predict(model, [Dataset], faces_only=True, progress=False) on the crops,
            with an untrained seed CNN (--img-size) saved as bench_predict.py does; faces/s of
            one call, the fastest of 3 rounds after a warm-up call, each round repeating the
-           call for at least 3 s (about 15 calls at 200 photos, one at 3,200), the model's load time
+           call for at least 3 s (about 14 calls at 200 photos, one at 3,200), the model's load time
            (measured apart) left out
 
 Peak memory: ru_maxrss of the measured child, read by a small wrapper process that

@@ -177,3 +177,26 @@ def test_best_per_call_repeats_short_calls_to_a_round_length_and_keeps_the_faste
         call()
     clock[0], costs = 0.0, iter([5.0, 4.0, 6.0])
     assert common.best_per_call(2, call, min_seconds=1.0) == (4.0, 1)  # a long call is timed once per round
+
+
+def test_blazeface_reference_finds_a_synthetic_face_and_not_a_blank_frame(tmp_path):
+    import cv2
+    import numpy as np
+
+    import bench_crop
+    from efr.synthetic import render_face
+
+    face, blank = tmp_path / "face.jpg", tmp_path / "blank.jpg"
+    cv2.imwrite(str(face), render_face(1, "Happy", seed=0, size=(681, 1024)))
+    cv2.imwrite(str(blank), np.full((1024, 681, 3), 200, np.uint8))
+    bench_crop._init_blazeface()
+    assert bench_crop._read_and_blazeface(str(face)) is True
+    assert bench_crop._read_and_blazeface(str(blank)) is False
+
+
+def test_blazeface_stage_adds_what_crop_spends_beyond_decoding_and_detecting():
+    import bench_crop
+
+    # crop 50/s and decode + Haar 100/s: 10 ms a photo besides decoding and detecting; BlazeFace 200/s -> 5 + 10 ms
+    assert bench_crop.blazeface_stage({"crop": 50.0, "detect": 100.0, "blazeface": 200.0}) == pytest.approx(1 / 0.015)
+    assert bench_crop.blazeface_stage({"crop": 120.0, "detect": 100.0, "blazeface": 200.0}) == 200.0  # never below 0
