@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from efr.crop import CropOptions, crop_dataset  # noqa: E402
-from efr.faces import find_faces, load_cascade  # noqa: E402
+from efr.faces import downscale, find_faces, load_cascade  # noqa: E402
 from efr.imageio import list_images  # noqa: E402
 from efr.manifest import read_manifest  # noqa: E402
 from efr.rafd import GAZES  # noqa: E402
@@ -226,15 +226,7 @@ def _read_and_blazeface(path):
     """Decode one photo and run BlazeFace on it as MediaPipe feeds it (the frame letterboxed to 128x128 RGB in
     [-1, 1]); true when its best anchor scores over 0.5.  The anchors are not decoded into boxes: a few
     microseconds of NumPy, and only the cost is wanted."""
-    image = cv2.imread(path)
-    height, width = image.shape[:2]
-    factor = max(height, width) // BLAZEFACE_INPUT
-    if factor > 1:  # area averaging by a whole factor first, as efr.faces.small_grey does
-        image = cv2.resize(image[: height - height % factor, : width - width % factor],
-                           (width // factor, height // factor), interpolation=cv2.INTER_AREA)
-    scale = BLAZEFACE_INPUT / max(image.shape[:2])
-    image = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
-                       interpolation=cv2.INTER_AREA)
+    image, _ = downscale(cv2.imread(path), BLAZEFACE_INPUT)  # as crop.py makes its grey copy, in colour
     square = np.zeros((BLAZEFACE_INPUT, BLAZEFACE_INPUT, 3), np.uint8)
     square[: image.shape[0], : image.shape[1]] = image
     tensor = cv2.cvtColor(square, cv2.COLOR_BGR2RGB).astype(np.float32) / 127.5 - 1.0
