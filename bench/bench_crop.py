@@ -218,8 +218,11 @@ def _init_blazeface():
     from efr.landmarks import _interpreter_class, _quiet_stderr, mesh_model_path
 
     with _quiet_stderr():
-        _DETECTOR.blazeface = _interpreter_class()(model_path=str(mesh_model_path(BLAZEFACE_FILE)), num_threads=1)
-        _DETECTOR.blazeface.allocate_tensors()
+        interpreter = _interpreter_class()(model_path=str(mesh_model_path(BLAZEFACE_FILE)), num_threads=1)
+        interpreter.allocate_tensors()
+    _DETECTOR.blazeface = interpreter
+    _DETECTOR.blazeface_input = interpreter.get_input_details()[0]["index"]
+    _DETECTOR.blazeface_scores = next(d["index"] for d in interpreter.get_output_details() if d["shape"][-1] == 1)
 
 
 def _read_and_blazeface(path):
@@ -230,11 +233,9 @@ def _read_and_blazeface(path):
     square = np.zeros((BLAZEFACE_INPUT, BLAZEFACE_INPUT, 3), np.uint8)
     square[: image.shape[0], : image.shape[1]] = image
     tensor = cv2.cvtColor(square, cv2.COLOR_BGR2RGB).astype(np.float32) / 127.5 - 1.0
-    interpreter = _DETECTOR.blazeface
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], tensor[np.newaxis])
-    interpreter.invoke()
-    scores = [interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details() if d["shape"][-1] == 1]
-    return float(scores[0].max()) > 0.0  # logit 0 = probability 0.5
+    _DETECTOR.blazeface.set_tensor(_DETECTOR.blazeface_input, tensor[np.newaxis])
+    _DETECTOR.blazeface.invoke()
+    return float(_DETECTOR.blazeface.get_tensor(_DETECTOR.blazeface_scores).max()) > 0.0  # logit 0 = probability 0.5
 
 
 def floor_threads(paths, workers, work=_read, initializer=None, initargs=()):
