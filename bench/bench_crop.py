@@ -380,14 +380,16 @@ def json_result(args, synthetic, floor, real):
                        "includes starting the pool"),
             common.row(f"floor {n} photos: cv2.imread only, {w} threads", rate["threads"], "photos/s"),
             common.row(f"floor {n} photos: decode + Haar detection only, {w} threads", rate["detect"], "photos/s",
-                       f"crop.py's detection settings; caps crop / floor at {rate['detect'] / rate[floor['floor']]:.2f}"),
+                       f"crop.py's detection settings; caps crop / floor at "
+                       f"{rate['detect'] / rate[floor['floor']]:.2f}"),
         ]
         if "blazeface" in rate:
             rows.append(common.row(
                 f"floor {n} photos: decode + BlazeFace only, {w} threads (reference)", rate["blazeface"], "photos/s",
                 f"MediaPipe short range, 128 px; {rate['blazeface'] / rate[floor['floor']]:.2f} of the floor; "
                 f"a face in {floor['blazeface_faces']}/{n}; with crop.py's work besides detecting "
-                f"~{blazeface_stage(rate) / rate[floor['floor']]:.2f} of the floor (estimate); crop.py does not use it"))
+                f"~{blazeface_stage(rate) / rate[floor['floor']]:.2f} of the floor (estimate); "
+                "crop.py does not use it"))
         rows += [
             common.row(f"floor {n} photos: crop_dataset --gaze all, {w} workers", rate["crop"], "photos/s",
                        f"worker threads (crop.py); {rate['crop'] / rate['detect']:.2f} of decode + detection"),

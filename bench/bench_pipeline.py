@@ -67,7 +67,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=320)
     parser.add_argument("--epochs", type=int, default=1, help="timed epochs per round")
-    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds of the three ways (the fastest counts)")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="interleaved rounds of the three ways (the fastest counts)")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
     common.add_json_option(parser)

@@ -338,8 +338,9 @@ def main(argv=None):
         loads = [", ".join(f"{v:.2f}" for v in load) if load else "unknown"
                  for load in (load_before, common.load_average())]
         notes = [f"crop and augment rates include starting their workers; predict's is one call's, the fastest of "
-                 f"{PREDICT_ROUNDS} rounds of at least {PREDICT_ROUND_SECONDS:g} s of calls, and leaves out the model load (seed CNN {args.img_size} px, untrained); "
-                 f"{args.rounds} round(s); load average {loads[0]} before, {loads[1]} after"]
+                 f"{PREDICT_ROUNDS} rounds of at least {PREDICT_ROUND_SECONDS:g} s of calls, and leaves out the model "
+                 f"load (seed CNN {args.img_size} px, untrained); {args.rounds} round(s); load average {loads[0]} "
+                 f"before, {loads[1]} after"]
         common.write_result(args.json, common.result("scaling", common.command_line(), rows, targets, notes))
     return 0
 
