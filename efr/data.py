@@ -419,4 +419,10 @@ def make_dataset(paths, labels, num_classes, image_size, batch_size, shuffle=Fal
     # seed.  One batch at a time keeps it repeatable; the ops themselves still use
     # every core.
     data = data.map(to_float, num_parallel_calls=None if augment is not None else autotune)
-    return data.prefetch(autotune)
+    # tf.data's autotuning thread sleeps longer and longer as a run goes on, and the end of an epoch
+    # waits for it while the epoch's iterator is destroyed: on 2 cores, ~15 s of idle machine at the end
+    # of about half the 25 s epochs (7 epochs of the seed CNN at 256 px: 237 s with it, 172 s without;
+    # BENCHMARKS.md, round 6).  AUTOTUNE above then means "one per core" and a small prefetch buffer.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return data.prefetch(autotune).with_options(options)

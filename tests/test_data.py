@@ -159,6 +159,14 @@ def test_pipeline_yields_rgb_float_batches_one_hot(tmp_path):
     assert labels.numpy().tolist() == [[0, 1, 0], [0, 0, 1]]
 
 
+def test_pipelines_run_without_tf_data_autotuning(tiny):
+    # Its thread stalled the end of about half the long epochs by ~15 s on 2 cores (BENCHMARKS.md, round 6).
+    paths, labels = data.list_split(tiny, "Train")[:2]
+    for kwargs in ({"shuffle": True}, {"shuffle": True, "augment": "online"}, {"cache": False}):
+        dataset = data.make_dataset(paths, labels, 8, 16, batch_size=4, **kwargs)
+        assert dataset.options().autotune.enabled is False
+
+
 def test_shuffle_repeats_with_seed_and_reshuffles_each_epoch(tiny):
     paths, labels, names = data.list_split(tiny, "Train")
 
