@@ -180,18 +180,6 @@ def synthetic_key():
     return hashlib.sha256((REPO / "efr" / "synthetic.py").read_bytes()).hexdigest()[:12]
 
 
-def best_of(rounds, fn):
-    """Seconds of the fastest of ``rounds`` calls of ``fn`` (after one warm-up call)."""
-    fn()
-    best = None
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        seconds = time.perf_counter() - start
-        best = seconds if best is None else min(best, seconds)
-    return best
-
-
 def best_per_call(rounds, fn, min_seconds):
     """(seconds of one call, calls per round): the fastest of ``rounds`` rounds, each round
     repeating ``fn`` enough times to last about ``min_seconds`` (the warm-up call's time

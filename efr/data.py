@@ -422,7 +422,8 @@ def make_dataset(paths, labels, num_classes, image_size, batch_size, shuffle=Fal
     # tf.data's autotuning thread sleeps longer and longer as a run goes on, and the end of an epoch
     # waits for it while the epoch's iterator is destroyed: on 2 cores, ~15 s of idle machine at the end
     # of about half the 25 s epochs (7 epochs of the seed CNN at 256 px: 237 s with it, 172 s without;
-    # BENCHMARKS.md, round 6).  AUTOTUNE above then means "one per core" and a small prefetch buffer.
+    # BENCHMARKS.md, round 6).  The AUTOTUNE values above then take tf.data's fixed defaults; the epochs
+    # without a stall ran as fast either way (22.6-27.6 s against 23.9-25.9 s).
     options = tf.data.Options()
     options.autotune.enabled = False
     return data.prefetch(autotune).with_options(options)
