@@ -6,7 +6,7 @@ Reference: docs/cluster.md (or `python cluster.py --help`).
 
 import sys
 
-from efr.cli import run
+from efr.commands.cli import run
 from efr.commands.cluster import build_parser, main, parse_args  # noqa: F401
 
 if __name__ == "__main__":

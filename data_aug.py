@@ -6,7 +6,7 @@ Reference: docs/augment.md (or `python data_aug.py --help`).
 
 import sys
 
-from efr.cli import run
+from efr.commands.cli import run
 from efr.commands.augment import build_parser, main, parse_args  # noqa: F401
 
 if __name__ == "__main__":

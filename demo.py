@@ -6,7 +6,7 @@ Reference: docs/demo.md (or `python demo.py --help`).
 
 import sys
 
-from efr.cli import run
+from efr.commands.cli import run
 from efr.commands.demo import build_parser, command_line, main, parse_args, settings_from_args  # noqa: F401
 
 if __name__ == "__main__":

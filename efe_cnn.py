@@ -6,7 +6,7 @@ Reference: docs/train.md (or `python efe_cnn.py --help`).
 
 import sys
 
-from efr.cli import run
+from efr.commands.cli import run
 from efr.commands.train import build_parser, main, parse_args, settings_from_args  # noqa: F401
 
 if __name__ == "__main__":

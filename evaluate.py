@@ -6,7 +6,7 @@ Reference: docs/evaluate.md (or `python evaluate.py --help`).
 
 import sys
 
-from efr.cli import run
+from efr.commands.cli import run
 from efr.commands.evaluate import build_parser, main, parse_args  # noqa: F401
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ Reference: docs/predict.md (or `python predict.py --help`).
 
 import sys
 
-from efr.cli import run
+from efr.commands.cli import run
 from efr.commands.predict import build_parser, common_root, main, parse_args  # noqa: F401
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ Everything goes through the product's own commands, printed before they run:
    names, ``--folds K`` (so every run below uses the same subject-disjoint folds);
 2. efe_cnn.py --folds K for each recipe on each crop set;
 3. the framing of the Haar crops, measured (crop side and crop centre below the eyes,
-   in eye distances): the figures efr.align's constants come from.
+   in eye distances): the figures efr.faces.align's constants come from.
 
 Prints a table (mean ± sd over folds, and the folds' test subjects) and writes
 bench/out/accuracy/results.md.  Skips with a message when ../shared is absent (a fresh
@@ -40,7 +40,7 @@ RECIPES = {
     # name: efe_cnn.py options besides --dataset --folds --seed (epochs are maxima: early stopping on Valid)
     "seed": ["--model", "seed", "--img-size", "96", "--augment", "online", "--epochs", "40", "--patience", "8",
              "--batch-size", "16"],
-    "fer2013": ["--model", "fer2013", "--weights", str(FER_WEIGHTS)],  # its defaults (efr.transfer)
+    "fer2013": ["--model", "fer2013", "--weights", str(FER_WEIGHTS)],  # its defaults (efr.models.transfer)
     "fusion": ["--model", "fusion", "--weights", str(FER_WEIGHTS)],
     "fusion-norm": ["--model", "fusion", "--weights", str(FER_WEIGHTS), "--subject-norm"],
     "fer2013-tta": ["--model", "fer2013", "--weights", str(FER_WEIGHTS), "--tta", "flip"],
@@ -55,8 +55,8 @@ CROPS = {"haar": [], "aligned": ["--align", "eyes"]}
 
 def framing(folder):
     """Median (Haar crop side / eye distance, crop centre below the eyes / eye distance) over a folder's photos."""
-    from efr import faces, landmarks
-    from efr.imageio import is_image_file, read_image
+    from efr.faces import detect as faces, landmarks
+    from efr.io.imageio import is_image_file, read_image
 
     cascade, mesh = faces.load_cascade(), landmarks.FaceMesh()
     sides, downs = [], []
@@ -125,7 +125,7 @@ def main(argv=None):
     subjects = "; ".join(reference)
     text = (f"JAFFE (10 people, 213 photos, 7 classes, chance 0.143), {args.folds}-fold subject-disjoint CV, seed "
             f"{args.seed}; test subjects per fold: {subjects}\n\n" + "\n".join(lines) + "\n\n"
-            "Haar crop framing, medians (efr.align's ALIGN_SIDE and ALIGN_DOWN):\n\n"
+            "Haar crop framing, medians (efr.faces.align's ALIGN_SIDE and ALIGN_DOWN):\n\n"
             "| set | faces | side / eye distance | centre below eyes / eye distance |\n|---|---|---|---|\n"
             + "\n".join(frames) + "\n")
     print(text)

@@ -9,7 +9,7 @@ of each is read from runs/<name>/metrics.json.
     python bench/aug_experiment.py                              # synthetic + JAFFE when present
     python bench/aug_experiment.py --sets synthetic --seeds 0 1 2 --img-size 96 --epochs 10
 
-Photo sets: ``synthetic`` (efr.synthetic RaFD-like portraits, --subjects people x 8
+Photo sets: ``synthetic`` (efr.data.synthetic.render RaFD-like portraits, --subjects people x 8
 emotions, frontal) and ``jaffe`` (../shared/data/jaffe: 10 posers, 7 emotions; skipped
 with a message when absent, never copied into the repository).  Everything is written
 under bench/out/aug_experiment/ (git-ignored); the results table is printed and saved
@@ -33,8 +33,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from efr import augment  # noqa: E402
-from efr.synthetic import generate_rafd_like  # noqa: E402
+from efr.data import augment  # noqa: E402
+from efr.data.synthetic.render import generate_rafd_like  # noqa: E402
 
 OUT = REPO / "bench" / "out" / "aug_experiment"
 JAFFE = REPO.parent / "shared" / "data" / "jaffe"

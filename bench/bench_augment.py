@@ -9,7 +9,7 @@ plus EFR's default recipe, in one run so that the ratios share the machine's loa
     python bench/bench_augment.py --photos 100 --workers 2
     python bench/bench_augment.py --photos 50 --repeats 2 --json bench/out/augment.json
 
-Photos: synthetic RaFD-like portraits (efr.synthetic), face found with the Haar
+Photos: synthetic RaFD-like portraits (efr.data.synthetic.render), face found with the Haar
 cascade and cropped to 256x256 as crop.py does, written as PNG into a Dataset layout
 under bench/out/ (git-ignored).  Prints photos/s and output files/s of each method
 and the ratios.
@@ -30,13 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import common  # noqa: E402  (bench/common.py: the --json result shape)
 
-from efr import augment  # noqa: E402
-from efr.augment_dataset import augment_dataset  # noqa: E402
-from efr.emotions import EMOTIONS  # noqa: E402
-from efr.faces import center_box, crop_square, detect_faces, load_cascade, square_box  # noqa: E402
-from efr.imageio import default_png_writer, write_image  # noqa: E402
-from efr.manifest import write_manifest  # noqa: E402
-from efr.synthetic import render_face  # noqa: E402
+from efr.data import augment  # noqa: E402
+from efr.data.augment_stage import augment_dataset  # noqa: E402
+from efr.io.emotions import EMOTIONS  # noqa: E402
+from efr.faces.detect import center_box, crop_square, detect_faces, load_cascade, square_box  # noqa: E402
+from efr.io.imageio import default_png_writer, write_image  # noqa: E402
+from efr.io.manifest import write_manifest  # noqa: E402
+from efr.data.synthetic.render import render_face  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out" / "augment"
 

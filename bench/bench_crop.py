@@ -10,7 +10,7 @@ synthetic frames, so the ratio holds even when other work shares the machine.
 
 The decoding floor: photos/s of only reading the same full-resolution JPEGs with
 cv2.imread on all cores (a spawned process pool and a thread pool, one OpenCV thread
-per worker; the faster is the floor), against efr.crop.crop_dataset with --gaze all
+per worker; the faster is the floor), against efr.crop.run.crop_dataset with --gaze all
 on the same frames (--floor-subjects x 8 emotions x 3 gazes), interleaved, fastest
 of --floor-rounds rounds each; both include starting their pool.  Target: crop >= 0.5
 of the floor, finding a face in the same photos as the original approach.  A third
@@ -40,12 +40,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from efr.crop import CropOptions, crop_dataset  # noqa: E402
-from efr.faces import downscale, find_faces, load_cascade  # noqa: E402
-from efr.imageio import list_images  # noqa: E402
-from efr.manifest import read_manifest  # noqa: E402
-from efr.rafd import GAZES  # noqa: E402
-from efr.synthetic import generate_rafd_like  # noqa: E402
+from efr.crop.run import CropOptions, crop_dataset  # noqa: E402
+from efr.faces.detect import downscale, find_faces, load_cascade  # noqa: E402
+from efr.io.imageio import list_images  # noqa: E402
+from efr.io.manifest import read_manifest  # noqa: E402
+from efr.io.rafd import GAZES  # noqa: E402
+from efr.data.synthetic.render import generate_rafd_like  # noqa: E402
 
 import common  # noqa: E402  (bench/common.py: the --json result shape)
 
@@ -197,7 +197,7 @@ BLAZEFACE_INPUT = 128
 
 def blazeface_available():
     try:
-        from efr.landmarks import mesh_model_path
+        from efr.faces.landmarks import mesh_model_path
 
         mesh_model_path(BLAZEFACE_FILE)
         return True
@@ -215,7 +215,7 @@ def blazeface_stage(rate):
 
 
 def _init_blazeface():
-    from efr.landmarks import _interpreter_class, _quiet_stderr, mesh_model_path
+    from efr.faces.landmarks import _interpreter_class, _quiet_stderr, mesh_model_path
 
     with _quiet_stderr():
         interpreter = _interpreter_class()(model_path=str(mesh_model_path(BLAZEFACE_FILE)), num_threads=1)
@@ -281,7 +281,7 @@ def crop_boxes(rows):
 def bench_floor(subjects, workers, rounds):
     """crop_dataset (--gaze all) against only decoding the same frames, interleaved; fastest round of each."""
     src = OUT / f"synthetic_{subjects}x8x3"
-    # Kept between runs (rendering is ~50 ms a frame); made again when efr/synthetic.py changes.
+    # Kept between runs (rendering is ~50 ms a frame); made again when efr/data/synthetic/render.py changes.
     marker = src / f".complete-{common.synthetic_key()}"
     if marker.is_file():
         paths = [src / name for name in marker.read_text().split()]

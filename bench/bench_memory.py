@@ -4,7 +4,7 @@ Writes two synthetic Datasets (default 500 and 5,000 images at 256 x 256; Valid 
 Test hold 48 each, the rest is Train) under bench/out/memory/, then for each size
 measures the peak resident memory (RSS) of
 
-  efe_cnn.py   one epoch of the seed CNN at 256 x 256 through efr.data (default
+  efe_cnn.py   one epoch of the seed CNN at 256 x 256 through efr.data.pipelines (default
                cache="auto": 512 MB budget of decoded uint8 images; beyond it the
                pipeline streams from disk)
   original     the original project's loading: every Train/Valid/Test image read with
@@ -38,10 +38,10 @@ def make_dataset(root, count, seed=0, pool_size=160):
     """A Dataset folder of ``count`` noisy copies of ``pool_size`` rendered faces."""
     import numpy as np
 
-    from efr.emotions import EMOTIONS
-    from efr.faces import center_box, crop_square, detect_faces, load_cascade, square_box
-    from efr.imageio import write_image
-    from efr.synthetic import render_face
+    from efr.io.emotions import EMOTIONS
+    from efr.faces.detect import center_box, crop_square, detect_faces, load_cascade, square_box
+    from efr.io.imageio import write_image
+    from efr.data.synthetic.render import render_face
 
     marker = root / f".complete-{count}"
     if marker.is_file():

@@ -5,9 +5,9 @@ fits the seed CNN on them three ways, each for a warm-up epoch and --epochs time
 
   memory    the same images as one float32 NumPy array, model.fit(x, y): the compute
             ceiling (no decoding at all)
-  pipeline  efr.data.make_dataset from the files with the default cache="auto"
+  pipeline  efr.data.pipelines.make_dataset from the files with the default cache="auto"
             (decoded uint8 images cached in memory when they fit, as in a real run)
-  stream    efr.data.make_dataset with cache="none": every epoch re-reads and decodes
+  stream    efr.data.pipelines.make_dataset with cache="none": every epoch re-reads and decodes
             every PNG (what runs whose images do not fit in the cache budget get)
 
 The rounds are interleaved (memory, pipeline, stream, memory, ...) so that load from
@@ -30,16 +30,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import common  # noqa: E402  (bench/common.py: the --json result shape)
 import numpy as np  # noqa: E402
 
-from efr.emotions import EMOTIONS  # noqa: E402
+from efr.io.emotions import EMOTIONS  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
 
 
 def make_faces(folder, count, size=256, seed=0):
     """count PNG faces (synthetic, Haar-cropped) in folder/<Emotion>/; returns (paths, labels)."""
-    from efr.faces import center_box, crop_square, detect_faces, load_cascade, square_box
-    from efr.imageio import write_image
-    from efr.synthetic import render_face
+    from efr.faces.detect import center_box, crop_square, detect_faces, load_cascade, square_box
+    from efr.io.imageio import write_image
+    from efr.data.synthetic.render import render_face
 
     cascade = load_cascade()
     paths, labels = [], []
@@ -76,9 +76,9 @@ def main(argv=None):
 
     import keras
 
-    from efr.data import make_dataset
-    from efr.imageio import read_image
-    from efr.models import compile_model, seed_cnn
+    from efr.data.pipelines import make_dataset
+    from efr.io.imageio import read_image
+    from efr.models.build import compile_model, seed_cnn
 
     folder = OUT / "pipeline" / f"faces{args.size}"
     print(f"making {args.images} synthetic {args.size} px faces in {folder} (kept for re-runs)", flush=True)
@@ -113,8 +113,8 @@ def main(argv=None):
         print(f"  {name:8s} {rate[name]:7.1f} images/s   ratio to in-memory ceiling {rate[name] / rate['memory']:.3f}")
     if args.json:
         labels = {"memory": "in memory: float32 NumPy array, model.fit(x, y) (ceiling)",
-                  "pipeline": 'efr.data.make_dataset from PNGs, cache="auto" (default)',
-                  "stream": 'efr.data.make_dataset, cache="none" (decode every epoch)'}
+                  "pipeline": 'efr.data.pipelines.make_dataset from PNGs, cache="auto" (default)',
+                  "stream": 'efr.data.pipelines.make_dataset, cache="none" (decode every epoch)'}
         rows = [common.row(labels[name], rate[name], "images/s",
                            f"ratio to the ceiling {rate[name] / rate['memory']:.3f}") for name in ways]
         detail = (f"{args.images} images {args.size} px, batch {args.batch_size}, seed CNN, fastest of {args.rounds} "

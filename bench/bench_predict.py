@@ -4,10 +4,10 @@
     python bench/bench_predict.py --json out.json      # also write the figures and targets as JSON
     python bench/bench_predict.py --photos 128 --img-size 256 --fer-python /work/fervenv/bin/python
 
-Measures, on the same RaFD-sized (681x1024) synthetic photos (efr.synthetic):
+Measures, on the same RaFD-sized (681x1024) synthetic photos (efr.data.synthetic.render):
 
 1. end to end (photo file -> face boxes + emotion), detection included:
-   * EFR: efr.predict.predict on the folder (Haar on a downscaled copy, detection in
+   * EFR: efr.predict.run.predict on the folder (Haar on a downscaled copy, detection in
      threads, faces classified in batches);
    * original approach: per photo, load the Haar cascade, detect on the full-size frame,
      crop, resize, model.predict on that one face (how the seed project's script ran);
@@ -15,7 +15,7 @@ Measures, on the same RaFD-sized (681x1024) synthetic photos (efr.synthetic):
      mini-Xception), run by --fer-python in its own environment, when given/found.
 2. classification only, on already-cropped faces (--faces-only, --faces of them: the crops
    repeated), four ways in interleaved rounds, the fastest round of each kept:
-   * EFR: efr.predict.predict(predictor, [paths], faces_only=True) with a loaded Predictor
+   * EFR: efr.predict.run.predict(predictor, [paths], faces_only=True) with a loaded Predictor
      (its default runtime: LiteRT when the model converts, else Keras), and the same with
      runtime="keras";
    * the plain loop a user would write: cv2.imread each PNG, resize, one
@@ -52,10 +52,10 @@ import common  # noqa: E402  (bench/common.py, beside this file)
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from efr import faces  # noqa: E402
-from efr.emotions import EMOTIONS  # noqa: E402
-from efr.imageio import list_images, read_image, write_image  # noqa: E402
-from efr.synthetic import RAFD_SIZE, generate_rafd_like  # noqa: E402
+from efr.faces import detect as faces  # noqa: E402
+from efr.io.emotions import EMOTIONS  # noqa: E402
+from efr.io.imageio import list_images, read_image, write_image  # noqa: E402
+from efr.data.synthetic.render import RAFD_SIZE, generate_rafd_like  # noqa: E402
 
 DEFAULT_FER_PYTHON = Path("/work/fervenv/bin/python")
 
@@ -127,8 +127,8 @@ def make_crops(photos, out, size=faces.DEFAULT_IMAGE_SIZE):
 
 
 def make_model(args, out):
-    from efr.modelio import save_model
-    from efr.models import seed_cnn
+    from efr.models.modelio import save_model
+    from efr.models.build import seed_cnn
 
     if args.model:
         return Path(args.model)
@@ -142,8 +142,8 @@ def make_model(args, out):
 
 def faces_only_ways(model_path, crops, batch_size):
     """The classification-only ways, each a no-argument function over the same ``crops``."""
-    from efr.modelio import load_model
-    from efr.predict import load_predictor, predict
+    from efr.models.modelio import load_model
+    from efr.predict.run import load_predictor, predict
 
     model, meta = load_model(model_path)
     height, width = (int(v) for v in meta["image_size"])
@@ -208,7 +208,7 @@ def time_interleaved(ways, rounds, optional=(), warmed=()):
 
 def efr_end_to_end(model_path, photos, batch_size):
     """(a no-argument function predicting ``photos`` end to end, {load_seconds, runtime, faces}) for EFR."""
-    from efr.predict import load_predictor, predict
+    from efr.predict.run import load_predictor, predict
 
     load_start = time.perf_counter()
     predictor = load_predictor(model_path, batch_size=batch_size)
@@ -222,7 +222,7 @@ def efr_end_to_end(model_path, photos, batch_size):
 
 def time_original(model_path, photos):
     """The seed project's way: cascade loaded for every photo, full-size detection, one face per predict()."""
-    from efr.modelio import load_model
+    from efr.models.modelio import load_model
 
     model, meta = load_model(model_path)
     size = int(meta["image_size"][0])

@@ -4,17 +4,17 @@
     python bench/bench_scaling.py --quick               # 50, 200, 800 photos
     python bench/bench_scaling.py --sizes 100 400 --stages crop,predict --json bench/out/scaling.json
 
-Photos: synthetic RaFD-sized frames (681x1024 JPEG, efr.synthetic), subjects x 8 emotions
+Photos: synthetic RaFD-sized frames (681x1024 JPEG, efr.data.synthetic.render), subjects x 8 emotions
 x 3 gazes, made once for the largest size under bench/out/scaling/ (kept for re-runs,
 git-ignored); each smaller size is a folder of hard links to the first N of them.
 
 Stages, each through its public function, each measurement in a child process of its own:
 
-  crop     efr.crop.crop_dataset(photos, Dataset, CropOptions(gazes=None)) (crop.py --gaze all;
+  crop     efr.crop.run.crop_dataset(photos, Dataset, CropOptions(gazes=None)) (crop.py --gaze all;
            default workers), photos/s of the whole call (starting its pool included)
-  augment  efr.augment_dataset.augment_dataset(copy of that Dataset) (what data_aug.py runs,
+  augment  efr.data.augment_stage.augment_dataset(copy of that Dataset) (what data_aug.py runs,
            default recipe and splits), original photos augmented/s of the whole call
-  predict  efr.predict.predict(model, [Dataset], faces_only=True, progress=False) on the crops,
+  predict  efr.predict.run.predict(model, [Dataset], faces_only=True, progress=False) on the crops,
            with an untrained seed CNN (--img-size) saved as bench_predict.py does; faces/s of
            one call, the fastest of 3 rounds after a warm-up call, each round repeating the
            call for at least 3 s (about 14 calls at 200 photos, one at 3,200), the model's load time
@@ -64,8 +64,8 @@ RESULT_PREFIX = "SCALING_RESULT "
 
 def photo_plan(count):
     """(subject, emotion, gaze) of the first ``count`` photos: subjects x 8 emotions x 3 gazes, in order."""
-    from efr.emotions import EMOTIONS
-    from efr.rafd import GAZES
+    from efr.io.emotions import EMOTIONS
+    from efr.io.rafd import GAZES
 
     per_subject = len(EMOTIONS) * len(GAZES)
     return [(1 + i // per_subject, EMOTIONS[(i % per_subject) // len(GAZES)], GAZES[i % len(GAZES)])
@@ -73,9 +73,9 @@ def photo_plan(count):
 
 
 def _render(job):
-    from efr.imageio import encode_image, write_bytes_atomic
-    from efr.rafd import FRONTAL_ANGLE, format_rafd_name
-    from efr.synthetic import JPEG_QUALITY, subject_identity, render_face
+    from efr.io.imageio import encode_image, write_bytes_atomic
+    from efr.io.rafd import FRONTAL_ANGLE, format_rafd_name
+    from efr.data.synthetic.render import JPEG_QUALITY, subject_identity, render_face
 
     folder, subject, emotion, gaze = job
     identity = subject_identity(subject, 0)
@@ -91,7 +91,7 @@ def make_photos(sizes, workers):
     """{size: folder of that many photos}; the largest set is rendered once (in ``workers`` processes)."""
     largest = max(sizes)
     folder = OUT / f"photos_{largest}"
-    marker = folder / f".complete-{common.synthetic_key()}"  # made again when efr/synthetic.py changes
+    marker = folder / f".complete-{common.synthetic_key()}"  # made again when efr/data/synthetic/render.py changes
     if marker.is_file():
         names = marker.read_text().split()
     else:
@@ -127,9 +127,9 @@ def make_model(img_size):
     """An untrained seed CNN saved as bench_predict.py's make_model does (speed does not depend on weights)."""
     path = OUT / f"seed{img_size}.keras"
     if not path.is_file():
-        from efr.emotions import EMOTIONS
-        from efr.modelio import save_model
-        from efr.models import seed_cnn
+        from efr.io.emotions import EMOTIONS
+        from efr.models.modelio import save_model
+        from efr.models.build import seed_cnn
 
         built = seed_cnn(len(EMOTIONS), img_size)
         save_model(getattr(built, "model", built), path, {"class_names": list(EMOTIONS)})
@@ -143,7 +143,7 @@ def make_model(img_size):
 def child(stage, source, work, model=None):
     """Run one stage and return what was measured; called in a fresh process (``--child``)."""
     if stage == "crop":
-        from efr.crop import CropOptions, crop_dataset
+        from efr.crop.run import CropOptions, crop_dataset
 
         started = time.perf_counter()
         summary = crop_dataset(source, work, CropOptions(gazes=None), progress=False)
@@ -151,7 +151,7 @@ def child(stage, source, work, model=None):
         items, unit = sum(summary.counts.values()), "photos/s"
         extra = {"crops": summary.usable}
     elif stage == "augment":
-        from efr.augment_dataset import augment_dataset
+        from efr.data.augment_stage import augment_dataset
 
         started = time.perf_counter()
         result = augment_dataset(work, seed=0, progress=False)
@@ -159,9 +159,9 @@ def child(stage, source, work, model=None):
         items, unit = result.photos, "photos/s"
         extra = {"written": result.written}
     elif stage == "predict":
-        from efr.predict import load_predictor, predict
+        from efr.predict.run import load_predictor, predict
 
-        # The model is loaded once (what a user scoring many folders does: efr.predict.predict takes a
+        # The model is loaded once (what a user scoring many folders does: efr.predict.run.predict takes a
         # loaded Predictor); a warm-up call, untimed, then the timed ones.
         load_started = time.perf_counter()
         predictor = load_predictor(model, faces_only=True)

@@ -16,7 +16,7 @@ Steps, each a plain command printed before it runs:
 
 Prints per-fold numbers, then mean and standard deviation per method, and writes
 bench/out/transfer/results.md.  Both CV runs use efe_cnn.py's folds for the same --seed
-(efr.split.assign_folds), and the clustering reads them back from cv.csv.
+(efr.data.split.assign_folds), and the clustering reads them back from cv.csv.
 """
 
 import argparse
@@ -33,7 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import efr  # noqa: E402,F401 - the oneDNN guard, before TensorFlow loads
-from efr import cluster, data as efr_data  # noqa: E402
+from efr.evaluate import cluster  # noqa: E402
+from efr.data import pipelines as efr_data
 
 SHARED = REPO.parent / "shared"
 JAFFE = SHARED / "data" / "jaffe"
@@ -49,7 +50,7 @@ RECIPES = {
                     "30", "--patience", "8", "--batch-size", "16"],
     "fer2013-head": ["--model", "fer2013", "--weights", str(FER_WEIGHTS), "--epochs", "60", "--fine-tune-epochs",
                      "0", "--patience", "8", "--batch-size", "16", "--lr", "0.003"],
-    # No training options: efe_cnn.py's own defaults for fer2013 (efr.transfer.TRAINING_DEFAULTS).
+    # No training options: efe_cnn.py's own defaults for fer2013 (efr.models.transfer.TRAINING_DEFAULTS).
     "fer2013-defaults": ["--model", "fer2013", "--weights", str(FER_WEIGHTS)],
 }
 
@@ -73,7 +74,7 @@ def fer_trunk_features(paths):
     """Features of the pretrained FER2013 trunk (no training on JAFFE): global-average-pooled."""
     import keras
 
-    from efr.transfer import build_transfer_model
+    from efr.models.transfer import build_transfer_model
 
     built = build_transfer_model("fer2013", 2, weights=str(FER_WEIGHTS))
     pooled = built.model.get_layer("head_pool").output

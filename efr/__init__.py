@@ -11,8 +11,8 @@ import os
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 # TensorFlow's C++ start-up lines (CUDA probing, CPU features) are hidden unless a script
-# is run with --verbose: see efr.tfquiet.  Also before anything imports TensorFlow.
-from efr import tfquiet  # noqa: E402
+# is run with --verbose: see efr.io.tfquiet.  Also before anything imports TensorFlow.
+from efr.io import tfquiet  # noqa: E402
 
 tfquiet.install()
 

@@ -1,6 +1,6 @@
 """What demo.py needs besides the stages themselves: its settings, the held-out photos, the score.
 
-The demo runs the whole pipeline on synthetic RaFD-like photos (efr.synthetic):
+The demo runs the whole pipeline on synthetic RaFD-like photos (efr.data.synthetic.render):
 photos -> crop.py -> data_aug.py -> efe_cnn.py -> predict.py on raw photos of the
 Test subjects, people the model never saw in training or validation.
 """
@@ -9,9 +9,9 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from efr.errors import EFRError
-from efr.manifest import read_manifest
-from efr.rafd import RafdNameError, parse_rafd_name
+from efr.io.errors import EFRError
+from efr.io.manifest import read_manifest
+from efr.io.rafd import RafdNameError, parse_rafd_name
 
 RUN_NAME = "demo"
 

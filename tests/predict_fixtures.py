@@ -2,7 +2,7 @@
 
 ``tiny_model`` is an untrained CNN (fast; for schema and error tests);
 ``train_face_model`` fits a small CNN on faces cropped from synthetic RaFD-like photos
-with the same code predict.py uses (efr.faces defaults), so predictions on held-out
+with the same code predict.py uses (efr.faces.detect defaults), so predictions on held-out
 subjects can be checked against chance.
 """
 
@@ -11,12 +11,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from efr import faces
-from efr.emotions import EMOTIONS
-from efr.imageio import read_image
-from efr.modelio import save_model
-from efr.rafd import parse_rafd_name
-from efr.synthetic import render_face
+from efr.faces import detect as faces
+from efr.io.emotions import EMOTIONS
+from efr.io.imageio import read_image
+from efr.models.modelio import save_model
+from efr.io.rafd import parse_rafd_name
+from efr.data.synthetic.render import render_face
 
 RENDER_SIZE = (170, 256)  # (width, height): a RaFD frame at a quarter of its size
 

@@ -6,14 +6,14 @@ import cv2
 import numpy as np
 import pytest
 
-from efr import align, faces, landmarks
-from efr.crop import CropOptions, crop_dataset
-from efr.errors import EFRError
-from efr.features import crop_landmarks
-from efr.imageio import read_image, write_image
-from efr.manifest import read_manifest
-from efr.rafd import format_rafd_name
-from efr.synthetic import render_face
+from efr.faces import align, detect as faces, landmarks
+from efr.crop.run import CropOptions, crop_dataset
+from efr.io.errors import EFRError
+from efr.models.features import crop_landmarks
+from efr.io.imageio import read_image, write_image
+from efr.io.manifest import read_manifest
+from efr.io.rafd import format_rafd_name
+from efr.data.synthetic.render import render_face
 
 FRAME = (340, 512)  # (width, height): half a RaFD frame
 

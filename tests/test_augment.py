@@ -1,4 +1,4 @@
-"""The transforms of efr/augment.py: shapes, exact values where they are defined, randomness under a seed."""
+"""The transforms of efr/data/augment.py: shapes, exact values where they are defined, randomness under a seed."""
 
 import subprocess
 import sys
@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from efr import augment
+from efr.data import augment
 
 
 def face_like(height=48, width=48, seed=0):
@@ -145,6 +145,6 @@ def test_original_rotations_keep_the_whole_of_a_non_square_image():
 
 
 def test_importing_the_augmentation_code_does_not_import_tensorflow():
-    code = "import sys, efr.augment, efr.augment_dataset; sys.exit('tensorflow' in sys.modules)"
+    code = "import sys, efr.data.augment, efr.data.augment_stage; sys.exit('tensorflow' in sys.modules)"
     repo = Path(__file__).resolve().parents[1]
     assert subprocess.run([sys.executable, "-c", code], cwd=repo, check=False).returncode == 0

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from efr import cluster
-from efr.errors import EFRError
+from efr.evaluate import cluster
+from efr.io.errors import EFRError
 
 
 def test_permuted_labelling_matches_perfectly():
@@ -84,7 +84,7 @@ def test_unknown_method_and_too_few_faces_are_user_errors():
 
 
 def test_embedding_model_stops_before_the_last_dense():
-    from efr.models import seed_cnn
+    from efr.models.build import seed_cnn
 
     model = seed_cnn(5, 32)
     embed = cluster.embedding_model(model)
@@ -102,8 +102,8 @@ def tiny_dataset(tmp_path_factory):
 @pytest.mark.slow
 def test_cluster_script_with_a_model_writes_json_and_map(tiny_dataset, tmp_path):
     import cluster as cluster_script
-    from efr.modelio import save_model
-    from efr.models import seed_cnn
+    from efr.models.modelio import save_model
+    from efr.models.build import seed_cnn
 
     model_path = tmp_path / "best.keras"
     save_model(seed_cnn(3, 48), model_path, {"class_names": ["Happy", "Sad", "Surprised"]})
@@ -135,7 +135,7 @@ def test_cluster_script_baselines_without_a_model(tiny_dataset, tmp_path, featur
 
 
 def test_cluster_script_errors(tiny_dataset, tmp_path):
-    from efr.cli import EXIT_USER_ERROR, run
+    from efr.commands.cli import EXIT_USER_ERROR, run
 
     import cluster as cluster_script
 
@@ -146,10 +146,10 @@ def test_cluster_script_errors(tiny_dataset, tmp_path):
 
 
 def test_cluster_refuses_a_model_of_an_unfinished_run(tiny_dataset, tmp_path, caplog):
-    from efr import runstate
-    from efr.cli import EXIT_USER_ERROR, run
-    from efr.modelio import save_model
-    from efr.models import seed_cnn
+    from efr.io import runstate
+    from efr.commands.cli import EXIT_USER_ERROR, run
+    from efr.models.modelio import save_model
+    from efr.models.build import seed_cnn
 
     import cluster as cluster_script
 

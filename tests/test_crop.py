@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import efr.crop
-from efr.cli import run
-from efr.crop import SETTINGS_NAME, SUMMARY_NAME, CropOptions, crop_dataset
-from efr.errors import EFRError
-from efr.manifest import FIELDS, SPLITS, check_subject_disjoint, read_manifest, write_manifest
-from efr.rafd import GAZES
-from efr.synthetic import generate_rafd_like, render_face
+import efr.crop.run
+from efr.commands.cli import run
+from efr.crop.run import SETTINGS_NAME, SUMMARY_NAME, CropOptions, crop_dataset
+from efr.io.errors import EFRError
+from efr.io.manifest import FIELDS, SPLITS, check_subject_disjoint, read_manifest, write_manifest
+from efr.io.rafd import GAZES
+from efr.data.synthetic.render import generate_rafd_like, render_face
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = (170, 256)  # (width, height): RaFD frames at a quarter size, quick to make and crop
@@ -369,7 +369,7 @@ def test_interrupted_run_resumes_where_it_stopped(rafd_src, tmp_path, monkeypatc
     clean = tmp_path / "clean"
     crop(rafd_src, clean, **FAST)
     dst = tmp_path / "ds"
-    real_crop_one, calls = efr.crop.crop_one, []
+    real_crop_one, calls = efr.crop.run.crop_one, []
 
     def crop_one_then_interrupt(task):
         if len(calls) == 15:
@@ -377,7 +377,7 @@ def test_interrupted_run_resumes_where_it_stopped(rafd_src, tmp_path, monkeypatc
         calls.append(task)
         return real_crop_one(task)
 
-    monkeypatch.setattr(efr.crop, "crop_one", crop_one_then_interrupt)
+    monkeypatch.setattr(efr.crop.run, "crop_one", crop_one_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         crop(rafd_src, dst, **FAST)
     monkeypatch.undo()

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from efr.cli import run
+from efr.commands.cli import run
 from efr.commands import evaluate as evaluate_cmd
-from efr.emotions import EMOTIONS
-from efr.imageio import write_image
-from efr.stats import wilson_interval
-from efr.synthetic import generate_rafd_like
+from efr.io.emotions import EMOTIONS
+from efr.io.imageio import write_image
+from efr.evaluate.stats import wilson_interval
+from efr.data.synthetic.render import generate_rafd_like
 
 SMALL = (170, 256)
 SET_EMOTIONS = [e for e in EMOTIONS if e != "Contemptuous"]  # a 7-class set
@@ -27,7 +27,7 @@ def constant_model(path, answer, size=32, class_names=EMOTIONS):
     """An EFR model file that answers ``answer`` for every input (softmax of a fixed bias)."""
     import keras
 
-    from efr.modelio import save_model
+    from efr.models.modelio import save_model
 
     inputs = keras.Input((size, size, 3))
     pooled = keras.layers.GlobalAveragePooling2D()(inputs)

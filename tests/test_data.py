@@ -1,4 +1,4 @@
-"""efr.data: file lists, class order, bad Dataset folders, and the tf.data pipeline."""
+"""efr.data.pipelines: file lists, class order, bad Dataset folders, and the tf.data pipeline."""
 
 import shutil
 
@@ -6,11 +6,11 @@ import cv2
 import numpy as np
 import pytest
 
-from efr import data
-from efr.emotions import EMOTIONS
-from efr.errors import EFRError
-from efr.imageio import write_image
-from efr.manifest import read_manifest, write_manifest
+from efr.data import pipelines as data
+from efr.io.emotions import EMOTIONS
+from efr.io.errors import EFRError
+from efr.io.imageio import write_image
+from efr.io.manifest import read_manifest, write_manifest
 from train_fixtures import make_tiny_dataset
 
 

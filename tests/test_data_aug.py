@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 import data_aug
-from efr import augment
-from efr.augment_dataset import AUGMENTED, augment_dataset, is_augmented_name
-from efr.cli import run
-from efr.imageio import write_image
-from efr.manifest import check_subject_disjoint, read_manifest, write_manifest
+from efr.data import augment
+from efr.data.augment_stage import AUGMENTED, augment_dataset, is_augmented_name
+from efr.commands.cli import run
+from efr.io.imageio import write_image
+from efr.io.manifest import check_subject_disjoint, read_manifest, write_manifest
 
 SUBJECTS = {"Train": ["01", "02"], "Valid": ["03"], "Test": ["04"]}
 EMOTIONS = ("Happy", "Sad", "Angry")
@@ -199,7 +199,7 @@ def test_an_interrupted_run_finishes_to_the_same_result(tmp_path, monkeypatch):
     fresh, broken = make_dataset(tmp_path / "fresh"), make_dataset(tmp_path / "broken")
     augment_dataset(fresh, progress=False)
 
-    import efr.augment_dataset as stage
+    import efr.data.augment_stage as stage
 
     real, calls = stage.augment_photo, []
 
@@ -296,7 +296,7 @@ def test_only_a_few_photos_are_handed_to_the_workers_at_a_time(tmp_path, monkeyp
     import concurrent.futures
     import time
 
-    import efr.augment_dataset as stage
+    import efr.data.augment_stage as stage
 
     dataset = make_dataset(tmp_path / "ds")
     submitted, seen = [], []

@@ -7,10 +7,10 @@ import shutil
 import pytest
 
 import efe_cnn
-from efr import train
-from efr.augment_dataset import augment_dataset
-from efr.cli import EXIT_USER_ERROR, run
-from efr.manifest import read_manifest
+from efr.train import run as train
+from efr.data.augment_stage import augment_dataset
+from efr.commands.cli import EXIT_USER_ERROR, run
+from efr.io.manifest import read_manifest
 from train_fixtures import make_tiny_dataset
 
 
@@ -51,7 +51,7 @@ def test_every_dataset_problem_is_reported_at_once_before_tensorflow(small, tmp_
 
 
 def _interrupted_augmentation(dataset, monkeypatch):
-    import efr.augment_dataset as stage
+    import efr.data.augment_stage as stage
 
     real, calls = stage.augment_photo, []
 
@@ -117,11 +117,11 @@ def test_a_killed_data_aug_run_is_refused_by_efe_cnn(small, tmp_path, caplog, no
     dataset = tmp_path / "Dataset"
     shutil.copytree(small, dataset)
     slow = ("import sys, time\n"
-            "import efr.augment_dataset as stage\n"
+            "import efr.data.augment_stage as stage\n"
             "real = stage.augment_photo\n"
             "stage.augment_photo = lambda *a: (time.sleep(0.05), real(*a))[1]\n"
             "import data_aug\n"
-            "from efr.cli import run\n"
+            "from efr.commands.cli import run\n"
             "sys.exit(run(data_aug.main, sys.argv[1:]))\n")
     process = subprocess.Popen([sys.executable, "-c", slow, "--dataset", str(dataset), "--workers", "1", "--quiet"],
                                cwd=repo, env=dict(os.environ, PYTHONPATH=str(repo)))
@@ -139,7 +139,7 @@ def test_a_killed_data_aug_run_is_refused_by_efe_cnn(small, tmp_path, caplog, no
 
 def test_clean_after_an_unfinished_augmentation_gives_an_accepted_dataset(small, tmp_path, monkeypatch,
                                                                           no_tensorflow):
-    from efr.augment_dataset import clean_augmented
+    from efr.data.augment_stage import clean_augmented
 
     dataset = tmp_path / "Dataset"
     shutil.copytree(small, dataset)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from efr.cli import run
+from efr.commands.cli import run
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,7 @@
 import pytest
 
-from efr.emotions import EMOTIONS, UnknownEmotionError, canonical_emotion, sorted_emotions
-from efr.errors import EFRError
+from efr.io.emotions import EMOTIONS, UnknownEmotionError, canonical_emotion, sorted_emotions
+from efr.io.errors import EFRError
 
 
 def test_eight_canonical_classes_in_rafd_order():

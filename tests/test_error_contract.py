@@ -15,7 +15,7 @@ import data_aug
 import demo
 import efe_cnn
 import predict
-from efr.cli import EXIT_USER_ERROR, run
+from efr.commands.cli import EXIT_USER_ERROR, run
 from train_fixtures import make_tiny_dataset
 
 REPO = Path(__file__).resolve().parents[1]

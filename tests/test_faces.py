@@ -4,11 +4,11 @@ import cv2
 import numpy as np
 import pytest
 
-from efr import faces
-from efr.crop import CropOptions
-from efr.emotions import EMOTIONS
-from efr.errors import EFRError
-from efr.synthetic import render_face
+from efr.faces import detect as faces
+from efr.crop.run import CropOptions
+from efr.io.emotions import EMOTIONS
+from efr.io.errors import EFRError
+from efr.data.synthetic.render import render_face
 
 SMALL = (170, 256)  # (width, height): a RaFD frame at a quarter of its size
 

@@ -6,10 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from efr import features, fusion, transfer
-from efr.errors import EFRError
-from efr.predict import predict
-from efr.train import TrainSettings, run_training
+from efr.models import features, fusion, transfer
+from efr.io.errors import EFRError
+from efr.predict.run import predict
+from efr.train.run import TrainSettings, run_training
 
 from train_fixtures import make_tiny_dataset
 
@@ -185,7 +185,7 @@ def test_bad_fusion_options_are_user_errors(fer_like_file):
 
 def test_flip_tta_is_recorded_and_applied_by_predict(dataset, fer_like_file, tmp_path):
     result = run_training(settings(dataset, tmp_path, name="tta", weights=str(fer_like_file), tta="flip"))
-    from efr.modelio import read_meta
+    from efr.models.modelio import read_meta
 
     assert read_meta(result.run_dir / "best.keras")["tta"] == "flip"
     expected = _predictions(result.run_dir)
@@ -198,7 +198,7 @@ def test_flip_tta_is_recorded_and_applied_by_predict(dataset, fer_like_file, tmp
 def test_flip_tta_of_a_keras_model_averages_the_mirror_image():
     import keras
 
-    from efr.predict import Predictor
+    from efr.predict.run import Predictor
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 3))
@@ -217,8 +217,8 @@ def test_flip_tta_of_a_keras_model_averages_the_mirror_image():
 def test_subject_norm_on_a_video_centres_each_face_track(norm_run, tmp_path):
     from predict_fixtures import write_video
 
-    from efr.features import MIN_GROUP
-    from efr.predict import TOO_FEW_FRAMES
+    from efr.models.features import MIN_GROUP
+    from efr.predict.run import TOO_FEW_FRAMES
 
     video = tmp_path / "clip.mp4"
     frames = write_video(video, subject=2, emotions=("Happy", "Sad", "Surprised"), frames_each=2)
@@ -235,7 +235,7 @@ def test_subject_norm_on_a_video_centres_each_face_track(norm_run, tmp_path):
 
 
 def test_face_tracks_follow_overlapping_boxes():
-    from efr.predict import TrackCentring, box_iou
+    from efr.predict.run import TrackCentring, box_iou
 
     assert box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0 and box_iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0.0
     tracks = TrackCentring(predictor=None, min_group=3)
@@ -244,7 +244,7 @@ def test_face_tracks_follow_overlapping_boxes():
 
 
 def test_cross_dataset_evaluation_of_a_subject_norm_model_centres_each_person(norm_run, dataset, tmp_path):
-    from efr.crosseval import EvalSettings, evaluate_folder
+    from efr.evaluate.crossdataset import EvalSettings, evaluate_folder
 
     result = evaluate_folder(EvalSettings(model=str(norm_run.run_dir / "best.keras"), data=str(dataset / "Test"),
                                           out=str(tmp_path / "eval"), faces_only=True))

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from efr import imageio
-from efr.errors import EFRError
-from efr.imageio import (
+from efr.io import imageio
+from efr.io.errors import EFRError
+from efr.io.imageio import (
     IMAGE_EXTENSIONS,
     PNG_WRITERS,
     UnreadableImageError,
@@ -220,8 +220,8 @@ def test_jpeg_exif_rotation_is_applied(tmp_path):
     ("empty.jpg", b"", "file is empty"),
 ])
 def test_a_file_that_is_no_image_is_called_what_it_is(tmp_path, name, content, what):
-    from efr.data import quick_check_image
-    from efr.imageio import diagnose_file
+    from efr.data.pipelines import quick_check_image
+    from efr.io.imageio import diagnose_file
 
     path = tmp_path / name
     path.write_bytes(content)
@@ -232,7 +232,7 @@ def test_a_file_that_is_no_image_is_called_what_it_is(tmp_path, name, content, w
 
 
 def test_a_png_named_jpg_is_read_by_its_content(tmp_path):
-    from efr.imageio import diagnose_file
+    from efr.io.imageio import diagnose_file
 
     path = tmp_path / "really_a.jpg"
     path.write_bytes(cv2.imencode(".png", np.full((8, 8, 3), 90, np.uint8))[1].tobytes())

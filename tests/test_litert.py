@@ -1,12 +1,12 @@
-"""efr.litert: plain classifiers run in LiteRT with Keras' outputs, cached, with a Keras fallback."""
+"""efr.models.litert: plain classifiers run in LiteRT with Keras' outputs, cached, with a Keras fallback."""
 
 import numpy as np
 import pytest
 
-from efr import litert
-from efr import predict as efr_predict
-from efr.errors import EFRError
-from efr.emotions import EMOTIONS
+from efr.models import litert
+from efr.predict import run as efr_predict
+from efr.io.errors import EFRError
+from efr.io.emotions import EMOTIONS
 from predict_fixtures import save_tiny_model
 
 
@@ -40,7 +40,7 @@ def test_litert_gives_keras_outputs_and_is_cached(tmp_path, cache, monkeypatch):
 
 
 def test_a_changed_model_file_is_converted_again(tmp_path, cache):
-    from efr.modelio import save_model
+    from efr.models.modelio import save_model
 
     model_path = save_tiny_model(tmp_path / "m.keras")
     model = efr_predict.load_predictor(model_path, runtime="litert").model
@@ -75,7 +75,7 @@ def test_auto_stays_on_keras_when_litert_outputs_differ(tmp_path, cache, monkeyp
 
 
 def test_predict_reuses_a_loaded_predictor_with_the_same_rows(tmp_path, cache):
-    from efr.imageio import write_image
+    from efr.io.imageio import write_image
 
     model_path = save_tiny_model(tmp_path / "m.keras")
     folder = tmp_path / "faces"
@@ -98,7 +98,7 @@ def test_bad_runtime_is_refused_before_loading(tmp_path):
 
 
 def test_auto_converts_only_for_jobs_that_repay_it(tmp_path, cache, monkeypatch):
-    from efr.imageio import write_image
+    from efr.io.imageio import write_image
 
     model_path = save_tiny_model(tmp_path / "m.keras")
     folder = tmp_path / "faces"
@@ -124,7 +124,7 @@ def test_auto_converts_only_for_jobs_that_repay_it(tmp_path, cache, monkeypatch)
 
 
 def test_litert_workers_classify_their_own_runs_and_give_the_rows_of_one_thread(tmp_path, cache):
-    from efr.imageio import write_image
+    from efr.io.imageio import write_image
 
     model_path = save_tiny_model(tmp_path / "m.keras")
     folder = tmp_path / "faces"

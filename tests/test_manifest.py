@@ -1,7 +1,7 @@
 import pytest
 
-from efr.errors import EFRError
-from efr.manifest import FIELDS, check_subject_disjoint, manifest_path, read_manifest, write_manifest
+from efr.io.errors import EFRError
+from efr.io.manifest import FIELDS, check_subject_disjoint, manifest_path, read_manifest, write_manifest
 
 
 def _row(subject, split, output="x.png", **extra):

@@ -1,4 +1,4 @@
-"""efr.modelio: a saved model comes back with the same predictions and metadata; saving is atomic."""
+"""efr.models.modelio: a saved model comes back with the same predictions and metadata; saving is atomic."""
 
 import json
 import zipfile
@@ -6,9 +6,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from efr.emotions import EMOTIONS
-from efr.errors import EFRError
-from efr.modelio import META_ENTRY, load_model, read_meta, save_model
+from efr.io.emotions import EMOTIONS
+from efr.io.errors import EFRError
+from efr.models.modelio import META_ENTRY, load_model, read_meta, save_model
 from predict_fixtures import tiny_model
 
 

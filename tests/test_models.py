@@ -1,11 +1,11 @@
-"""efr.models: the seed CNN layer by layer, build_model's dispatch, saving with metadata."""
+"""efr.models.build: the seed CNN layer by layer, build_model's dispatch, saving with metadata."""
 
 import numpy as np
 import pytest
 
-from efr.errors import EFRError
-from efr.models import BuiltModel, build_model, compile_model, seed_cnn
-from efr.modelio import load_model, save_model
+from efr.io.errors import EFRError
+from efr.models.build import BuiltModel, build_model, compile_model, seed_cnn
+from efr.models.modelio import load_model, save_model
 
 
 def _expected_seed_parameters(size, classes):

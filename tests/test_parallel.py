@@ -1,4 +1,4 @@
-"""efr.parallel.bounded_map: results in order, few items in flight, early stops cancel the rest."""
+"""efr.io.parallel.bounded_map: results in order, few items in flight, early stops cancel the rest."""
 
 import threading
 import time
@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from efr.parallel import bounded_map
+from efr.io.parallel import bounded_map
 
 
 def test_results_come_in_input_order_whatever_finishes_first():

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from efr.commands import main as efr
-from efr import train
-from efr.synthetic import generate_rafd_like
+from efr.train import run as train
+from efr.data.synthetic.render import generate_rafd_like
 
 SETTINGS = ["--img-size", 32, "--epochs", 2, "--batch-size", 8, "--copies", 1, "--workers", 1, "--seed", 3]
 

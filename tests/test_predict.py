@@ -1,4 +1,4 @@
-"""predict.py and efr.predict: faces found, classified, reported and drawn; bad inputs refused or skipped."""
+"""predict.py and efr.predict.run: faces found, classified, reported and drawn; bad inputs refused or skipped."""
 
 import csv
 import hashlib
@@ -10,12 +10,12 @@ import cv2
 import numpy as np
 import pytest
 
-from efr import predict as efr_predict
-from efr.emotions import EMOTIONS
-from efr.errors import EFRError
-from efr.imageio import write_image
-from efr.rafd import parse_rafd_name
-from efr.synthetic import generate_rafd_like
+from efr.predict import run as efr_predict
+from efr.io.emotions import EMOTIONS
+from efr.io.errors import EFRError
+from efr.io.imageio import write_image
+from efr.io.rafd import parse_rafd_name
+from efr.data.synthetic.render import generate_rafd_like
 from predict_fixtures import RENDER_SIZE, blank_photo, save_tiny_model, train_face_model, write_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,7 +34,7 @@ predict_script = load_script()
 
 def run_cli(argv):
     """Run predict.py's main as the command line does; return the exit code."""
-    from efr.cli import run
+    from efr.commands.cli import run
 
     return run(predict_script.main, [str(a) for a in argv])
 
@@ -321,7 +321,7 @@ def test_option_checks(model_path, photos):
 
 
 def test_model_with_wrong_number_of_classes_is_refused(tmp_path, photos):
-    from efr.modelio import save_model
+    from efr.models.modelio import save_model
     from predict_fixtures import tiny_model
 
     path = tmp_path / "odd.keras"
@@ -355,7 +355,7 @@ class FakeCamera:
 
 
 def test_camera_frames_until_ctrl_c_keep_rows_and_video(model_path, tmp_path, monkeypatch):
-    from efr.synthetic import render_face
+    from efr.data.synthetic.render import render_face
 
     frames = [render_face(2, "Happy", size=RENDER_SIZE)] * 4 + [blank_photo(*RENDER_SIZE)]
     monkeypatch.setattr(efr_predict.cv2, "VideoCapture", lambda index: FakeCamera(frames))
@@ -369,7 +369,7 @@ def test_camera_frames_until_ctrl_c_keep_rows_and_video(model_path, tmp_path, mo
 
 
 def test_camera_max_frames(model_path, monkeypatch):
-    from efr.synthetic import render_face
+    from efr.data.synthetic.render import render_face
 
     frames = [render_face(2, "Sad", size=RENDER_SIZE)] * 6
     monkeypatch.setattr(efr_predict.cv2, "VideoCapture", lambda index: FakeCamera(frames, interrupt=False))
@@ -379,7 +379,7 @@ def test_camera_max_frames(model_path, monkeypatch):
 
 def test_crop_settings_recorded_in_the_model_are_used(tmp_path, photos):
     """A model whose meta records crop.py's settings (margin 0.2) gets faces cut the same way."""
-    from efr.modelio import save_model
+    from efr.models.modelio import save_model
     from predict_fixtures import tiny_model
 
     plain = efr_predict.predict(save_tiny_model(tmp_path / "plain.keras"), [photos], progress=False)
@@ -397,7 +397,7 @@ def test_model_of_an_unfinished_run_is_refused_unless_allowed(model_path, photos
     import subprocess
     import sys
 
-    from efr import runstate
+    from efr.io import runstate
 
     run_dir = tmp_path / "runs" / "r"
     run_dir.mkdir(parents=True)

@@ -11,7 +11,7 @@ TF_LINE = re.compile(r"^([IWE]\d{4} |WARNING: All log messages before absl)", re
 PROGRAM = (
     "import os, sys\n"
     "import efr\n"
-    "from efr import tfquiet\n"
+    "from efr.io import tfquiet\n"
     "tfquiet.set_verbose(sys.argv[1] == 'verbose')\n"
     "import tensorflow as tf\n"
     "tf.config.list_physical_devices('GPU')\n"
@@ -38,7 +38,7 @@ def test_start_up_lines_are_hidden_by_default_and_shown_with_verbose():
 
 
 def test_a_log_level_the_user_set_is_kept(monkeypatch):
-    from efr import tfquiet
+    from efr.io import tfquiet
 
     monkeypatch.setitem(tfquiet._state, "level_set_by_efr", False)
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "1")
@@ -57,8 +57,8 @@ def test_predictions_do_not_build_a_predict_function_per_model(tmp_path):
     # tf.function for each, and TensorFlow then warns "triggered tf.function retracing".
     import numpy as np
 
-    from efr.imageio import write_image
-    from efr.train import predict_paths
+    from efr.io.imageio import write_image
+    from efr.train.run import predict_paths
     from predict_fixtures import tiny_model
 
     paths = []

@@ -4,9 +4,9 @@ import itertools
 
 import pytest
 
-from efr.emotions import EMOTIONS, UnknownEmotionError
-from efr.errors import EFRError
-from efr.rafd import ANGLES, FRONTAL_ANGLE, GAZES, RafdNameError, format_rafd_name, parse_rafd_name
+from efr.io.emotions import EMOTIONS, UnknownEmotionError
+from efr.io.errors import EFRError
+from efr.io.rafd import ANGLES, FRONTAL_ANGLE, GAZES, RafdNameError, format_rafd_name, parse_rafd_name
 
 
 def test_parses_the_documented_example():
@@ -74,7 +74,7 @@ def test_unknown_emotion_is_its_own_error_naming_the_label():
 
 
 def test_rafd_subject_reads_the_subject_or_gives_blank():
-    from efr.rafd import rafd_subject
+    from efr.io.rafd import rafd_subject
 
     assert rafd_subject("Rafd090_07_Moroccan_male_sad_left.png") == "07"
     assert rafd_subject("KA.AN1.39.tiff") == ""  # not a RaFD name

@@ -1,12 +1,12 @@
-"""efr.report and efr.evaluate: a self-contained report.html that really renders."""
+"""efr.evaluate.report and efr.evaluate.metrics: a self-contained report.html that really renders."""
 
 import re
 
 import numpy as np
 import pytest
 
-from efr import evaluate, report
-from efr.imageio import write_image
+from efr.evaluate import metrics as evaluate, report
+from efr.io.imageio import write_image
 from train_fixtures import chromium, render_check
 
 CLASSES = ["Angry", "Happy", "Sad"]

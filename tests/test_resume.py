@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 
 import efe_cnn
-from efr import runstate, train
-from efr.cli import EXIT_USER_ERROR, run
-from efr.errors import EFRError
+from efr.io import runstate
+from efr.train import run as train
+from efr.commands.cli import EXIT_USER_ERROR, run
+from efr.io.errors import EFRError
 from train_fixtures import make_tiny_dataset
 
 pytestmark = pytest.mark.slow
@@ -28,11 +29,11 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 SLOW_EPOCHS = (
     "import sys, time\n"
-    "import efr.callbacks as c\n"
+    "import efr.train.callbacks as c\n"
     "end = c.EpochLogger.on_epoch_end\n"
     "c.EpochLogger.on_epoch_end = lambda self, epoch, logs=None: (end(self, epoch, logs), time.sleep(0.4))\n"
     "import efe_cnn\n"
-    "from efr.cli import run\n"
+    "from efr.commands.cli import run\n"
     "sys.exit(run(efe_cnn.main, sys.argv[1:]))\n"
 )
 
@@ -169,7 +170,7 @@ def test_a_two_phase_fit_resumes_in_the_phase_it_was_in(tmp_path, stop_after):
     import keras
     import tensorflow as tf
 
-    from efr.models import BuiltModel
+    from efr.models.build import BuiltModel
 
     def toy():
         keras.utils.set_random_seed(0)
@@ -262,7 +263,7 @@ def test_a_ctrl_c_whose_exception_was_lost_still_interrupts_the_run(tmp_path):
 def test_a_lost_ctrl_c_stops_the_fit_at_the_next_batch(tmp_path):
     import keras
 
-    from efr.callbacks import InterruptCheck
+    from efr.train.callbacks import InterruptCheck
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")

@@ -185,7 +185,7 @@ def test_blazeface_reference_finds_a_synthetic_face_and_not_a_blank_frame(tmp_pa
     import numpy as np
 
     import bench_crop
-    from efr.synthetic import render_face
+    from efr.data.synthetic.render import render_face
 
     face, blank = tmp_path / "face.jpg", tmp_path / "blank.jpg"
     cv2.imwrite(str(face), render_face(1, "Happy", seed=0, size=(681, 1024)))

@@ -1,9 +1,9 @@
 import json
 import logging
 
-from efr.cli import EXIT_USER_ERROR, run
-from efr.errors import EFRError
-from efr.runinfo import command_line, git_commit, library_versions, provenance_rows, write_json
+from efr.commands.cli import EXIT_USER_ERROR, run
+from efr.io.errors import EFRError
+from efr.io.runinfo import command_line, git_commit, library_versions, provenance_rows, write_json
 
 
 def test_versions_name_the_libraries_a_run_depends_on():

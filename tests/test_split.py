@@ -5,9 +5,9 @@ from collections import Counter
 
 import pytest
 
-from efr.errors import EFRError
-from efr.manifest import SPLITS
-from efr.split import DEFAULT_FRACTIONS, assign_folds, parse_fractions, split_counts, split_subjects
+from efr.io.errors import EFRError
+from efr.io.manifest import SPLITS
+from efr.data.split import DEFAULT_FRACTIONS, assign_folds, parse_fractions, split_counts, split_subjects
 
 
 def _subjects(n):
@@ -110,7 +110,7 @@ def _coverage(assignment, classes):
 
 
 def test_class_aware_split_reaches_every_split_where_a_plain_one_does_not():
-    from efr.split import split_subjects_by_class
+    from efr.data.split import split_subjects_by_class
 
     rng = random.Random(1)
     emotions = "ABCDEFG"
@@ -126,7 +126,7 @@ def test_class_aware_split_reaches_every_split_where_a_plain_one_does_not():
 
 
 def test_class_aware_split_says_what_cannot_reach_a_split():
-    from efr.split import split_subjects_by_class
+    from efr.data.split import split_subjects_by_class
 
     classes = {"a": {"Happy", "Sad"}, "b": {"Happy", "Sad"}, "c": {"Happy"}, "d": {"Happy", "Sad"},
                "e": {"Happy"}, "f": {"Happy", "Fearful"}}

@@ -1,9 +1,9 @@
-"""efr.stats: the Wilson interval and the subject-level bootstrap behind every report's uncertainty."""
+"""efr.evaluate.stats: the Wilson interval and the subject-level bootstrap behind every report's uncertainty."""
 
 import numpy as np
 import pytest
 
-from efr.stats import format_interval, subject_bootstrap_interval, wilson_interval
+from efr.evaluate.stats import format_interval, subject_bootstrap_interval, wilson_interval
 
 
 def test_wilson_matches_the_textbook_values():

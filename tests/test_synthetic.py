@@ -3,11 +3,18 @@
 import numpy as np
 import pytest
 
-from efr.emotions import EMOTIONS
-from efr.errors import EFRError
-from efr.faces import detect_faces, load_cascade
-from efr.rafd import ANGLES, GAZES, parse_rafd_name
-from efr.synthetic import MARKER_NAME, generate_rafd_like, is_synthetic_folder, main, render_face, subject_identity
+from efr.io.emotions import EMOTIONS
+from efr.io.errors import EFRError
+from efr.faces.detect import detect_faces, load_cascade
+from efr.io.rafd import ANGLES, GAZES, parse_rafd_name
+from efr.data.synthetic.render import (
+    MARKER_NAME,
+    generate_rafd_like,
+    is_synthetic_folder,
+    main,
+    render_face,
+    subject_identity,
+)
 
 SMALL = (170, 256)  # (width, height): a quarter of RaFD's 681x1024, for speed
 

@@ -1,4 +1,4 @@
-"""efe_cnn.py / efr.train end to end on small synthetic Datasets.
+"""efe_cnn.py / efr.train.run end to end on small synthetic Datasets.
 
 The learning bar: on held-out subjects, test accuracy at least twice chance (0.25 for
 8 classes).  The seed CNN reaches 0.36-0.57 there with seeds 0-3 in 25 epochs at
@@ -17,13 +17,14 @@ import numpy as np
 import pytest
 
 import efe_cnn
-from efr import data, train
-from efr.cli import EXIT_USER_ERROR, run
-from efr.emotions import EMOTIONS
-from efr.stats import format_interval, wilson_interval
-from efr.manifest import read_manifest
-from efr.modelio import load_model, read_meta
-from efr.models import BuiltModel
+from efr.data import pipelines as data
+from efr.train import run as train
+from efr.commands.cli import EXIT_USER_ERROR, run
+from efr.io.emotions import EMOTIONS
+from efr.evaluate.stats import format_interval, wilson_interval
+from efr.io.manifest import read_manifest
+from efr.models.modelio import load_model, read_meta
+from efr.models.build import BuiltModel
 from train_fixtures import chromium, make_tiny_dataset, render_check
 
 pytestmark = pytest.mark.slow
@@ -254,7 +255,7 @@ def test_two_phase_schedule_freezes_then_fine_tunes(tmp_path):
 def test_training_values_left_open_take_the_models_defaults():
     from types import SimpleNamespace
 
-    from efr.transfer import TRAINING_DEFAULTS
+    from efr.models.transfer import TRAINING_DEFAULTS
 
     seed = train.TrainSettings()
     assert (seed.epochs, seed.batch_size, seed.lr, seed.patience, seed.fine_tune_epochs) == (

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import efr  # noqa: F401 - sets the oneDNN guard before TensorFlow is imported
-from efr import transfer
-from efr.errors import EFRError
+from efr.models import transfer
+from efr.io.errors import EFRError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -107,7 +107,7 @@ def test_fer2013_preprocessing_is_grey_in_unit_range():
 
 @pytest.mark.slow
 def test_fer2013_other_input_size_keeps_weights_and_saves_in_safe_mode(fer_like_file, tmp_path):
-    from efr.modelio import load_model, save_model
+    from efr.models.modelio import load_model, save_model
 
     small = transfer.build_transfer_model("fer2013", 3, weights=str(fer_like_file), image_size=48)
     assert small.model.input_shape == (None, 48, 48, 3)
@@ -248,14 +248,14 @@ def test_onednn_check_refuses_strided_pointwise_convs_when_onednn_is_on(monkeypa
 def test_fine_tuning_mini_xception_exits_cleanly(tmp_path):
     """Regression: TF 2.21 + oneDNN crashed (SIGSEGV/SIGABRT) fine-tuning this net at 64x64.
 
-    Runs the product's path (efr.models.build_model + efr.train's two phases) in a fresh
+    Runs the product's path (efr.models.build.build_model + efr.train.run's two phases) in a fresh
     process with the environment as a user has it (no TF_ENABLE_ONEDNN_OPTS), so the
     guard in efr/__init__.py is what keeps it alive.
     """
     script = textwrap.dedent(
         """
-        from efr.models import build_model, compile_model  # first, as efe_cnn.py: efr sets the guard
-        from efr.train import training_phases, TrainSettings
+        from efr.models.build import build_model, compile_model# first, as efe_cnn.py: efr sets the guard
+        from efr.train.run import training_phases, TrainSettings
         import numpy as np, keras
         keras.utils.set_random_seed(0)
         built = build_model("fer2013", 7, image_size=64, weights="none")

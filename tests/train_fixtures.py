@@ -1,7 +1,7 @@
 """Tiny synthetic Dataset folders for tests that train or read datasets.
 
-``make_tiny_dataset`` draws RaFD-like faces with efr.synthetic, crops them with
-efr.faces (Haar face box, centre square when none is found), writes
+``make_tiny_dataset`` draws RaFD-like faces with efr.data.synthetic.render, crops them with
+efr.faces.detect (Haar face box, centre square when none is found), writes
 Dataset/{Train,Valid,Test}/<Emotion>/<RaFD name>.png and a manifest.csv, the layout
 crop.py makes.  Subjects are split subject-disjoint.  A few hundred 48 px images
 take a few seconds to make; each face is drawn and detected once per test process
@@ -13,13 +13,13 @@ from pathlib import Path
 
 import cv2
 
-from efr.emotions import EMOTIONS
-from efr.faces import center_box, crop_square, detect_faces, load_cascade, square_box
-from efr.imageio import write_image
-from efr.manifest import write_manifest
-from efr.rafd import format_rafd_name
-from efr.split import assign_folds, split_subjects
-from efr.synthetic import render_face
+from efr.io.emotions import EMOTIONS
+from efr.faces.detect import center_box, crop_square, detect_faces, load_cascade, square_box
+from efr.io.imageio import write_image
+from efr.io.manifest import write_manifest
+from efr.io.rafd import format_rafd_name
+from efr.data.split import assign_folds, split_subjects
+from efr.data.synthetic.render import render_face
 
 RENDER_SIZE = (170, 256)  # (width, height): a RaFD frame at a quarter of its size
 

@@ -14,7 +14,7 @@ import importlib
 import sys
 
 from efr import __version__
-from efr.cli import run
+from efr.commands.cli import run
 
 VERBS = ("crop", "augment", "train", "evaluate", "predict", "cluster", "pipeline", "demo")
 SCRIPTS = {"crop": "crop.py", "augment": "data_aug.py", "train": "efe_cnn.py", "evaluate": "evaluate.py",

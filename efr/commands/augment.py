@@ -11,11 +11,11 @@ are listed in Dataset/manifest.csv; Test is never augmented.  Reference: docs/au
 import argparse
 import logging
 
-from efr import augment
-from efr.augment_dataset import AUGMENTABLE_SPLITS, augment_dataset, clean_augmented, format_counts_table
-from efr.cli import add_common_arguments, setup_logging
+from efr.data import augment
+from efr.data.augment_stage import AUGMENTABLE_SPLITS, augment_dataset, clean_augmented, format_counts_table
+from efr.commands.cli import add_common_arguments, setup_logging
 from efr.commands import entry_points
-from efr.imageio import PNG_WRITERS
+from efr.io.imageio import PNG_WRITERS
 
 log = logging.getLogger("efr")
 

@@ -9,7 +9,7 @@ settings and versions) and cluster_map.png (2-D map coloured by true emotion).  
 
 import argparse
 
-from efr.cli import add_common_arguments, setup_logging
+from efr.commands.cli import add_common_arguments, setup_logging
 from efr.commands import entry_points
 
 SUMMARY = "cluster the faces of a Dataset split (model features, pixels or HOG) and score the clusters"
@@ -19,7 +19,7 @@ PARSER_KWARGS = {"description": "Classification by clustering: cluster the faces
 
 def add_arguments(parser):
     """cluster's options: the one place they are defined."""
-    from efr.cluster import FEATURES, METHODS
+    from efr.evaluate.cluster import FEATURES, METHODS
 
     parser.add_argument("--dataset", default="Dataset", help="Dataset folder made by crop.py")
     parser.add_argument("--model", default=None, help="trained EFR model (runs/<name>/best.keras); "
@@ -45,7 +45,7 @@ build_parser, parse_args, main = entry_points(__name__)
 
 def run_args(args):
     setup_logging(args.quiet, args.verbose)
-    from efr.cluster import run_clustering  # checks every option before reading a face
+    from efr.evaluate.cluster import run_clustering  # checks every option before reading a face
 
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     return run_clustering(args.dataset, args.out, model_path=args.model, features=args.features,

@@ -11,12 +11,12 @@ crop_summary.json.  Never writes under --src.  Reference: docs/crop.md.
 import argparse
 import os
 
-from efr import faces
-from efr.align import ALIGN_MODES
-from efr.cli import add_common_arguments, setup_logging
+from efr.faces import detect as faces
+from efr.faces.align import ALIGN_MODES
+from efr.commands.cli import add_common_arguments, setup_logging
 from efr.commands import entry_points
-from efr.crop import LAYOUTS, ON_MISS, CropOptions, crop_dataset, parse_angles, parse_gazes
-from efr.split import DEFAULT_FRACTIONS, parse_fractions
+from efr.crop.run import LAYOUTS, ON_MISS, CropOptions, crop_dataset, parse_angles, parse_gazes
+from efr.data.split import DEFAULT_FRACTIONS, parse_fractions
 
 SUMMARY = "crop faces from raw photos into a subject-disjoint Train/Valid/Test Dataset"
 PARSER_KWARGS = {

@@ -4,7 +4,7 @@
     efr demo --smoke          # the smallest settings: checks that every stage runs
 
 Stages: draw 20 people x 8 emotions x 3 gazes as 681x1024 RaFD-named photos
-(efr.synthetic) -> crop (64 px faces, subject-disjoint Train/Valid/Test) -> augment
+(efr.data.synthetic.render) -> crop (64 px faces, subject-disjoint Train/Valid/Test) -> augment
 (2 variants per Train/Valid photo) -> train (the seed CNN at 64 px) -> predict on
 the raw photos of the Test subjects, people the model never saw.  Ends by printing
 where the run's report.html is.  Re-running reuses what is already done.  Reference: docs/demo.md.
@@ -16,7 +16,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from efr.cli import setup_logging
+from efr.commands.cli import setup_logging
 from efr.commands import entry_points
 from efr.demo import DemoSettings, check_settings, held_out_photos, score_predictions, smoke_settings
 
@@ -73,7 +73,7 @@ def run_stage(verb, argv):
 
 
 def make_photos(settings):
-    from efr.synthetic import generate_rafd_like
+    from efr.data.synthetic.render import generate_rafd_like
 
     return generate_rafd_like(settings.photos_dir, subjects=settings.subjects, gazes=settings.gazes,
                               seed=settings.seed, size=settings.render_size, progress=True)

@@ -12,7 +12,7 @@ report and report.html into --out.  Reference: docs/evaluate.md.
 import argparse
 from pathlib import Path
 
-from efr.cli import add_common_arguments, setup_logging
+from efr.commands.cli import add_common_arguments, setup_logging
 from efr.commands import entry_points
 
 SUMMARY = "score a trained model on a labelled photo folder it never saw (cross-dataset evaluation)"
@@ -22,7 +22,7 @@ PARSER_KWARGS = {"description": __doc__.replace("`efr evaluate` / ", ""),
 
 def add_arguments(parser):
     """evaluate's options: the one place they are defined."""
-    from efr.crosseval import LAYOUTS
+    from efr.evaluate.crossdataset import LAYOUTS
 
     parser.add_argument("--model", required=True, help="a model saved by efe_cnn.py, e.g. runs/NAME/best.keras")
     parser.add_argument("--data", required=True, help="folder of labelled photos (RaFD names or <Emotion>/ folders; "
@@ -59,8 +59,8 @@ def default_out(model, data):
 
 
 def settings_from_args(args):
-    from efr.crop import parse_angles, parse_gazes
-    from efr.crosseval import EvalSettings
+    from efr.crop.run import parse_angles, parse_gazes
+    from efr.evaluate.crossdataset import EvalSettings
 
     out = args.out if args.out is not None else default_out(args.model, args.data)
     return EvalSettings(model=args.model, data=args.data, out=str(out), faces_only=args.faces_only,
@@ -71,7 +71,7 @@ def settings_from_args(args):
 
 
 def result_lines(metrics, out_dir):
-    from efr.stats import format_interval
+    from efr.evaluate.stats import format_interval
 
     counts = metrics["photos"]
     lines = [
@@ -93,7 +93,7 @@ def result_lines(metrics, out_dir):
 
 def run_args(args):
     setup_logging(args.quiet, args.verbose)
-    from efr.crosseval import evaluate_folder
+    from efr.evaluate.crossdataset import evaluate_folder
 
     result = evaluate_folder(settings_from_args(args))
     print("\n".join(result_lines(result.metrics, result.out_dir)))

@@ -20,10 +20,10 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from efr.cli import setup_logging
+from efr.commands.cli import setup_logging
 from efr.commands import entry_points
-from efr.errors import EFRError
-from efr.runinfo import write_json
+from efr.io.errors import EFRError
+from efr.io.runinfo import write_json
 
 log = logging.getLogger("efr.pipeline")
 
@@ -117,8 +117,8 @@ def stage_namespace(verb, args, fixed):
 def plan(args):
     """(crop, augment, train) namespaces for a project; checks every setting before any work."""
     from efr.commands import crop, train
-    from efr.crop import settings_changed
-    from efr.train import validate_settings
+    from efr.crop.run import settings_changed
+    from efr.train.run import validate_settings
 
     project = Path(args.out)
     dataset = project / DATASET_DIR
@@ -155,7 +155,7 @@ def manifest_digest(dataset):
     Every crop and augmented copy has a row (its file, subject, split, fold, transform ...),
     so any change of crop or augment changes it; the order rows were saved in does not.
     """
-    from efr.manifest import read_manifest
+    from efr.io.manifest import read_manifest
 
     rows = sorted(json.dumps(row, sort_keys=True) for row in read_manifest(dataset))
     return hashlib.sha256("\n".join(rows).encode("utf-8")).hexdigest() if rows else ""
@@ -217,8 +217,8 @@ def run_crop(crop_args):
 
 def run_augment(augment_args, enabled):
     """Augment (cleaning first when an earlier augmentation used other settings); None when disabled."""
-    from efr import augment as recipes
-    from efr.augment_dataset import AUGMENTABLE_SPLITS, RUN_INFO_NAME, clean_augmented, normalise_splits
+    from efr.data import augment as recipes
+    from efr.data.augment_stage import AUGMENTABLE_SPLITS, RUN_INFO_NAME, clean_augmented, normalise_splits
     from efr.commands import augment
 
     dataset = Path(augment_args.dataset)
@@ -248,7 +248,7 @@ def run_augment(augment_args, enabled):
 
 def run_train(project, train_args, args):
     """Train unless a complete run with the same settings on the same data exists; return (run folder, metrics)."""
-    from efr import runstate
+    from efr.io import runstate
     from efr.commands import train
 
     fingerprint = train_fingerprint(train_args)

@@ -4,7 +4,7 @@
     efr predict --model runs/NAME/best.keras photos/ --out predictions/ --format json
     efr predict --model runs/NAME/best.keras --camera 0 --show
 
-Faces are found and cropped exactly as crop.py does (efr.faces), so they look as they
+Faces are found and cropped exactly as crop.py does (efr.faces.detect), so they look as they
 did in training.  Prints a table (file or frame, box, label, confidence, probability
 per class); with --out DIR also writes DIR/predictions.csv (or .json) and annotated
 copies of the photos or annotated videos under DIR/annotated/.  Input files are
@@ -15,11 +15,11 @@ import argparse
 import os
 from pathlib import Path
 
-from efr.cli import add_verbose_argument, setup_logging
+from efr.commands.cli import add_verbose_argument, setup_logging
 from efr.commands import entry_points
-from efr.errors import EFRError
-from efr.litert import DEFAULT_RUNTIME, RUNTIMES
-from efr.predict import DEFAULT_BATCH_SIZE, FORMATS, format_summary, format_table, predict
+from efr.io.errors import EFRError
+from efr.models.litert import DEFAULT_RUNTIME, RUNTIMES
+from efr.predict.run import DEFAULT_BATCH_SIZE, FORMATS, format_summary, format_table, predict
 
 SUMMARY = "emotion of every face in photos, folders, videos or a camera"
 PARSER_KWARGS = {

@@ -3,7 +3,7 @@
     efr train --dataset Dataset                    # the seed CNN, 256 x 256, as the original
     efr train --dataset Dataset --img-size 64 --epochs 30 --augment online
     efr train --dataset Dataset --folds 5          # subject-disjoint 5-fold cross-validation
-    efr train --dataset Dataset --model fer2013    # transfer learning (efr.transfer)
+    efr train --dataset Dataset --model fer2013    # transfer learning (efr.models.transfer)
 
 Outputs go to runs/<name>/ (args.json, history.csv, curves.png, best.keras, last.keras,
 confusion matrices, classification_report.txt, metrics.json, report.html).  Reference: docs/train.md.
@@ -11,7 +11,7 @@ confusion matrices, classification_report.txt, metrics.json, report.html).  Refe
 
 import argparse
 
-from efr.cli import add_common_arguments, setup_logging
+from efr.commands.cli import add_common_arguments, setup_logging
 from efr.commands import entry_points
 
 SUMMARY = "train (or cross-validate) a classifier on a Dataset; writes runs/<name>/report.html"
@@ -22,8 +22,14 @@ MODEL_CHOICES_HELP = "seed (the original CNN, default) or a transfer model: fer2
 
 def add_arguments(parser):
     """efe_cnn's options: the one place they are defined."""
-    from efr.train import DEFAULT_BATCH_SIZE, DEFAULT_CV_VALID_FRACTION, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_PATIENCE
-    from efr.transfer import TRAINING_DEFAULTS
+    from efr.train.run import (
+        DEFAULT_BATCH_SIZE,
+        DEFAULT_CV_VALID_FRACTION,
+        DEFAULT_EPOCHS,
+        DEFAULT_LR,
+        DEFAULT_PATIENCE,
+    )
+    from efr.models.transfer import TRAINING_DEFAULTS
 
     fer = TRAINING_DEFAULTS["fer2013"]
     parser.add_argument("--dataset", default="Dataset", help="Dataset folder made by crop.py (default: Dataset)")
@@ -95,7 +101,7 @@ build_parser, parse_args, main = entry_points(__name__)
 
 
 def settings_from_args(args):
-    from efr.train import TrainSettings
+    from efr.train.run import TrainSettings
 
     return TrainSettings(
         dataset=args.dataset, runs_dir=args.runs_dir, name=args.name, exist_ok=args.exist_ok, model=args.model,
@@ -112,7 +118,7 @@ def settings_from_args(args):
 
 def accuracy_line(metrics):
     """The result in one line: accuracy with its 95 % interval (CV: mean ± std and the subject bootstrap)."""
-    from efr.stats import format_interval
+    from efr.evaluate.stats import format_interval
 
     chance = f"chance {metrics['chance_accuracy']:.3f}"
     if "accuracy_mean" in metrics:
@@ -153,14 +159,14 @@ def resume_conflicts(args):
 def run_args(args):
     """Train (or resume) as the parsed arguments say; return the RunResult."""
     setup_logging(args.quiet, args.verbose)
-    from efr.errors import EFRError
+    from efr.io.errors import EFRError
 
     if args.resume:
         conflicts = resume_conflicts(args)
         if conflicts:
             raise EFRError(f"--resume takes every setting from {args.resume}/args.json; leave out "
                            f"{', '.join(conflicts)} (or start a new run without --resume)")
-    from efr.train import resume_settings, run_training  # deferred: imports TensorFlow
+    from efr.train.run import resume_settings, run_training  # deferred: imports TensorFlow
 
     settings = resume_settings(args.resume) if args.resume else settings_from_args(args)
     result = run_training(settings)

@@ -1,0 +1,47 @@
+"""What every top-level script shares: logging set-up and turning EFRError into an exit code.
+
+Library code raises and logs; only the scripts print and choose exit codes.
+"""
+
+import logging
+import sys
+
+from efr.io.errors import EFRError
+
+EXIT_USER_ERROR = 2
+
+
+def add_common_arguments(parser):
+    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed repeats the run (default 0)")
+    parser.add_argument("--quiet", action="store_true", help="only warnings and errors; no progress bars")
+    add_verbose_argument(parser)
+    return parser
+
+
+def add_verbose_argument(parser):
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show TensorFlow's own start-up and C++ log lines (hidden by default)")
+    return parser
+
+
+def setup_logging(quiet=False, verbose=False):
+    """Log lines to stderr (warnings only when ``quiet``); ``verbose`` lets TensorFlow's own lines through."""
+    from efr.io import tfquiet
+
+    tfquiet.set_verbose(verbose)
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
+
+
+def run(main, argv=None):
+    """Call ``main(argv)``; a user error becomes one 'error:' line and exit status 2."""
+    try:
+        code = main(argv)
+    except EFRError as err:
+        logging.getLogger("efr").error("error: %s", err)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt as err:
+        # A stage that knows how it resumes says so (efr.io.runstate.RunInterrupted); the rest finish on a re-run.
+        message = str(err) or "interrupted: finished files are kept; re-run the same command to complete"
+        logging.getLogger("efr").error("%s", message)
+        return 130
+    return 0 if code is None else code
