@@ -47,7 +47,7 @@ from efr.io.runinfo import library_versions, machine_info, write_json
 from efr.data.split import DEFAULT_FRACTIONS, assign_folds, split_subjects_by_class
 from efr.data.synthetic.render import MARKER_NAME as SYNTHETIC_MARKER
 
-log = logging.getLogger("efr.crop.run")
+log = logging.getLogger("efr.crop")
 
 LAYOUTS = ("auto", "rafd", "folders")
 ON_MISS = ("skip", "center", "fail")

@@ -26,7 +26,7 @@ import numpy as np
 from efr.io.errors import EFRError
 from efr.io.imageio import atomic_path
 
-log = logging.getLogger("efr.models.litert")
+log = logging.getLogger("efr.litert")
 
 RUNTIMES = ("auto", "litert", "keras")
 DEFAULT_RUNTIME = "auto"

@@ -54,7 +54,7 @@ from efr.io.imageio import (
 from efr.models.litert import DEFAULT_RUNTIME, RUNTIMES
 from efr.io.parallel import bounded_map
 
-log = logging.getLogger("efr.predict.run")
+log = logging.getLogger("efr.predict")
 
 NO_FACE = "no_face"
 # --subject-norm on videos and cameras: a face track's first frames, before it has enough to centre on

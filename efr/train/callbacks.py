@@ -13,7 +13,7 @@ import keras
 from efr.io import runstate
 from efr.models.modelio import save_model
 
-log = logging.getLogger("efr.train.run")
+log = logging.getLogger("efr.train")
 
 
 class InterruptCheck(keras.callbacks.Callback):
