@@ -143,7 +143,8 @@ def make_model(args, out):
 def faces_only_ways(model_path, crops, batch_size):
     """The classification-only ways, each a no-argument function over the same ``crops``."""
     from efr.models.modelio import load_model
-    from efr.predict.run import load_predictor, predict
+    from efr.predict.predictor import load_predictor
+    from efr.predict.run import predict
 
     model, meta = load_model(model_path)
     height, width = (int(v) for v in meta["image_size"])
@@ -208,7 +209,8 @@ def time_interleaved(ways, rounds, optional=(), warmed=()):
 
 def efr_end_to_end(model_path, photos, batch_size):
     """(a no-argument function predicting ``photos`` end to end, {load_seconds, runtime, faces}) for EFR."""
-    from efr.predict.run import load_predictor, predict
+    from efr.predict.predictor import load_predictor
+    from efr.predict.run import predict
 
     load_start = time.perf_counter()
     predictor = load_predictor(model_path, batch_size=batch_size)

@@ -159,7 +159,8 @@ def child(stage, source, work, model=None):
         items, unit = result.photos, "photos/s"
         extra = {"written": result.written}
     elif stage == "predict":
-        from efr.predict.run import load_predictor, predict
+        from efr.predict.predictor import load_predictor
+        from efr.predict.run import predict
 
         # The model is loaded once (what a user scoring many folders does: efr.predict.run.predict takes a
         # loaded Predictor); a warm-up call, untimed, then the timed ones.

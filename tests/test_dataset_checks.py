@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 import efe_cnn
-from efr.train import run as train
+from efr.train import run as train  # where run_training calls make_strategy
 from efr.data.augment_stage import augment_dataset
 from efr.commands.cli import EXIT_USER_ERROR, run
 from efr.io.manifest import read_manifest

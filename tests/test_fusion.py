@@ -9,7 +9,8 @@ import pytest
 from efr.models import features, fusion, transfer
 from efr.io.errors import EFRError
 from efr.predict.run import predict
-from efr.train.run import TrainSettings, run_training
+from efr.train.settings import TrainSettings
+from efr.train.run import run_training
 
 from train_fixtures import make_tiny_dataset
 
@@ -198,7 +199,7 @@ def test_flip_tta_is_recorded_and_applied_by_predict(dataset, fer_like_file, tmp
 def test_flip_tta_of_a_keras_model_averages_the_mirror_image():
     import keras
 
-    from efr.predict.run import Predictor
+    from efr.predict.predictor import Predictor
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 3))
@@ -218,7 +219,7 @@ def test_subject_norm_on_a_video_centres_each_face_track(norm_run, tmp_path):
     from predict_fixtures import write_video
 
     from efr.models.features import MIN_GROUP
-    from efr.predict.run import TOO_FEW_FRAMES
+    from efr.predict.tracks import TOO_FEW_FRAMES
 
     video = tmp_path / "clip.mp4"
     frames = write_video(video, subject=2, emotions=("Happy", "Sad", "Surprised"), frames_each=2)
@@ -235,7 +236,7 @@ def test_subject_norm_on_a_video_centres_each_face_track(norm_run, tmp_path):
 
 
 def test_face_tracks_follow_overlapping_boxes():
-    from efr.predict.run import TrackCentring, box_iou
+    from efr.predict.tracks import TrackCentring, box_iou
 
     assert box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0 and box_iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0.0
     tracks = TrackCentring(predictor=None, min_group=3)

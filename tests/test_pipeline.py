@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from efr.commands import main as efr
-from efr.train import run as train
+from efr.train import score as train_score
 from efr.data.synthetic.render import generate_rafd_like
 
 SETTINGS = ["--img-size", 32, "--epochs", 2, "--batch-size", 8, "--copies", 1, "--workers", 1, "--seed", 3]
@@ -34,7 +34,7 @@ def test_pipeline_resumes_skips_what_is_done_and_redoes_what_changed(tmp_path, c
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train, "fit_model", interrupted)
+    monkeypatch.setattr(train_score, "fit_model", interrupted)
     assert pipeline(photos, project) == 130
     monkeypatch.undo()
     assert (project / "Dataset" / "manifest.csv").is_file()

@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from efr.predict import run as efr_predict
+from efr.faces import detect
+from efr.predict import run as efr_predict, sources, writers
 from efr.io.emotions import EMOTIONS
 from efr.io.errors import EFRError
 from efr.io.imageio import write_image
@@ -83,7 +84,7 @@ def test_predictions_on_held_out_subjects_beat_chance(trained):
     model, held_out = trained
     result = efr_predict.predict(model, [held_out], progress=False)
     assert result.photos == 32 and not result.skipped
-    faces = [r for r in result.rows if r.label != efr_predict.NO_FACE]
+    faces = [r for r in result.rows if r.label != writers.NO_FACE]
     assert len(faces) >= 30  # the Haar cascade finds (nearly) every synthetic face
     correct = sum(r.label == parse_rafd_name(r.source).emotion for r in faces if r.face == 0)
     accuracy = correct / result.photos
@@ -102,7 +103,7 @@ def test_faces_only_on_crops_matches_detection_path(trained, tmp_path):
     for row in detected.rows:
         if row.face == 0:
             image = cv2.imread(row.source)
-            face = efr_predict.faces.crop_square(image, row.box, predictor.crop_size)
+            face = detect.crop_square(image, row.box, predictor.crop_size)
             write_image(crops / (Path(row.source).stem + ".png"), face)
     only = efr_predict.predict(model, [crops], faces_only=True, progress=False)
     by_stem = {Path(r.source).stem: r for r in only.rows}
@@ -129,7 +130,7 @@ def test_csv_schema_table_and_annotated_copies(model_path, photos, tmp_path, cap
     with open(out / "predictions.csv", newline="") as handle:
         reader = csv.DictReader(handle)
         rows = list(reader)
-    assert reader.fieldnames == list(efr_predict.CSV_FIXED) + PROB_COLUMNS
+    assert reader.fieldnames == list(writers.CSV_FIXED) + PROB_COLUMNS
     assert len(rows) == 6  # one face per synthetic photo
     assert {Path(r["source"]).name for r in rows} == {p.name for p in before}
     for row in rows:
@@ -210,7 +211,7 @@ def test_video_every_nth_frame(model_path, tmp_path):
     write_video(video)  # 6 frames
     result = efr_predict.predict(model_path, [video], every=2, progress=False)
     assert [r.frame for r in result.rows] == [0, 2, 4]
-    with open(efr_predict.write_predictions(result, tmp_path / "csv"), newline="") as handle:
+    with open(writers.write_predictions(result, tmp_path / "csv"), newline="") as handle:
         assert [row["frame"] for row in csv.DictReader(handle)] == ["0", "2", "4"]
 
 
@@ -301,7 +302,7 @@ def test_unreadable_video_is_skipped(model_path, photos, tmp_path):
 
 
 def test_show_on_headless_opencv_says_what_to_install(model_path, photos, monkeypatch):
-    monkeypatch.setattr(efr_predict.cv2, "getBuildInformation", lambda: "  GUI:    NONE\n")
+    monkeypatch.setattr(cv2, "getBuildInformation", lambda: "  GUI:    NONE\n")
     with pytest.raises(EFRError, match=r'pip install "opencv-python<5"'):
         efr_predict.predict(model_path, [photos], show=True, progress=False)
 
@@ -358,7 +359,7 @@ def test_camera_frames_until_ctrl_c_keep_rows_and_video(model_path, tmp_path, mo
     from efr.data.synthetic.render import render_face
 
     frames = [render_face(2, "Happy", size=RENDER_SIZE)] * 4 + [blank_photo(*RENDER_SIZE)]
-    monkeypatch.setattr(efr_predict.cv2, "VideoCapture", lambda index: FakeCamera(frames))
+    monkeypatch.setattr(cv2, "VideoCapture", lambda index: FakeCamera(frames))
     out = tmp_path / "out"
     result = efr_predict.predict(model_path, camera=0, out_dir=out, progress=False)
     assert [r.frame for r in result.rows] == [0, 1, 2, 3, 4]
@@ -372,7 +373,7 @@ def test_camera_max_frames(model_path, monkeypatch):
     from efr.data.synthetic.render import render_face
 
     frames = [render_face(2, "Sad", size=RENDER_SIZE)] * 6
-    monkeypatch.setattr(efr_predict.cv2, "VideoCapture", lambda index: FakeCamera(frames, interrupt=False))
+    monkeypatch.setattr(cv2, "VideoCapture", lambda index: FakeCamera(frames, interrupt=False))
     result = efr_predict.predict(model_path, camera=0, max_frames=3, every=2, progress=False)
     assert [r.frame for r in result.rows] == [0, 2]
 
@@ -440,7 +441,7 @@ def test_inputs_with_the_same_name_get_numbered_outputs(tmp_path):
     write_image(photo, np.zeros((8, 8, 3), np.uint8))
     taken = tmp_path / "b" / "face_2.png"
     write_image(taken, np.zeros((8, 8, 3), np.uint8))
-    items = efr_predict.collect_inputs([photo, photo, taken, *[photo] * 400])
+    items = sources.collect_inputs([photo, photo, taken, *[photo] * 400])
     names = [item.rel.as_posix() for item in items]
     assert names[:4] == ["face.png", "face_2.png", "face_2_2.png", "face_3.png"]
     assert names[-1] == "face_402.png" and len(set(n.lower() for n in names)) == len(names)
@@ -454,7 +455,7 @@ def test_output_names_follow_pathlib_stems_and_suffixes(tmp_path):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"x")
     named = [tmp_path / r for r in files if not r.startswith("tree/")]
-    items = efr_predict.collect_inputs([*named, tmp_path / "tree"])
+    items = sources.collect_inputs([*named, tmp_path / "tree"])
     assert [(item.rel.as_posix(), item.kind) for item in items] == [
         ("photo.v2.png", "image"), ("photo.v2_2.png", "image"), ("noext", "image"), ("noext_2", "image"),
         ("clip_annotated.mp4", "video"), ("clip_annotated_2.mp4", "video"), ("Photo.V2_3.PNG", "image"),

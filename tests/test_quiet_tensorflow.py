@@ -58,7 +58,7 @@ def test_predictions_do_not_build_a_predict_function_per_model(tmp_path):
     import numpy as np
 
     from efr.io.imageio import write_image
-    from efr.train.run import predict_paths
+    from efr.train.score import predict_paths
     from predict_fixtures import tiny_model
 
     paths = []

@@ -19,7 +19,7 @@ import pytest
 
 import efe_cnn
 from efr.io import runstate
-from efr.train import run as train
+from efr.train import fit as train_fit, rundir as train_rundir, settings as train_settings
 from efr.commands.cli import EXIT_USER_ERROR, run
 from efr.io.errors import EFRError
 from train_fixtures import make_tiny_dataset
@@ -114,7 +114,7 @@ def test_ctrl_c_then_kill_then_resume_equals_an_uninterrupted_run(dataset, tmp_p
 def test_cross_validation_resumes_at_the_first_unfinished_fold(dataset, tmp_path):
     runs = tmp_path / "runs"
     args = _args(dataset, runs, "cv", "--epochs", 3, "--folds", 2, "--cv-valid-fraction", 0.3)
-    fold1 = runs / "cv" / "fold1" / train.FOLD_RESULT_NAME
+    fold1 = runs / "cv" / "fold1" / train_rundir.FOLD_RESULT_NAME
     code, _ = _signal_after(args, runs / "cv" / "fold2" / "history.csv", 1, signal.SIGKILL)
     assert code == -signal.SIGKILL and fold1.is_file()
     kept = fold1.stat().st_mtime_ns
@@ -159,9 +159,9 @@ def test_a_killed_run_reads_as_interrupted(tmp_path):
 def test_history_is_trimmed_to_the_checkpointed_epochs(tmp_path):
     path = tmp_path / "history.csv"
     path.write_text("epoch,loss,phase\n0,1.0,train\n1,0.9,train\n2,0.8,train\n")
-    train._trim_history(path, 2)
+    train_fit._trim_history(path, 2)
     assert _epochs(path) == [0, 1]
-    train._trim_history(path, 0)
+    train_fit._trim_history(path, 0)
     assert not path.exists()
 
 
@@ -190,18 +190,18 @@ def test_a_two_phase_fit_resumes_in_the_phase_it_was_in(tmp_path, stop_after):
     x = rng.uniform(0, 255, (24, 8, 8, 3)).astype("float32")
     y = np.eye(2)[rng.integers(0, 2, 24)].astype("float32")
     pipeline = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
-    settings = train.TrainSettings(epochs=2, fine_tune_epochs=2, lr=0.01, patience=5)
+    settings = train_settings.TrainSettings(epochs=2, fine_tune_epochs=2, lr=0.01, patience=5)
     meta, strategy = {"class_names": ["a", "b"]}, tf.distribute.get_strategy()
     (tmp_path / "straight").mkdir()
     (tmp_path / "cut").mkdir()
 
-    straight = train.fit_model(toy(), pipeline, pipeline, settings, meta, strategy, out_dir=tmp_path / "straight",
+    straight = train_fit.fit_model(toy(), pipeline, pipeline, settings, meta, strategy, out_dir=tmp_path / "straight",
                                resumable=True)
     with pytest.raises(KeyboardInterrupt):
-        train.fit_model(toy(), pipeline, pipeline, settings, meta, strategy, out_dir=tmp_path / "cut",
+        train_fit.fit_model(toy(), pipeline, pipeline, settings, meta, strategy, out_dir=tmp_path / "cut",
                         resumable=True, extra_callbacks=[Stop()])
     resumed_model = toy()
-    resumed = train.fit_model(resumed_model, pipeline, pipeline, settings, meta, strategy, out_dir=tmp_path / "cut",
+    resumed = train_fit.fit_model(resumed_model, pipeline, pipeline, settings, meta, strategy, out_dir=tmp_path / "cut",
                               resumable=True)
     assert resumed == straight
     rows = [_rows(tmp_path / name / "history.csv") for name in ("straight", "cut")]

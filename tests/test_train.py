@@ -18,7 +18,7 @@ import pytest
 
 import efe_cnn
 from efr.data import pipelines as data
-from efr.train import run as train
+from efr.train import fit as train_fit, folds as train_folds, score as train_score, settings as train_settings
 from efr.commands.cli import EXIT_USER_ERROR, run
 from efr.io.emotions import EMOTIONS
 from efr.evaluate.stats import format_interval, wilson_interval
@@ -70,7 +70,7 @@ def test_run_folder_is_complete(trained, dataset):
     assert not missing
     args = json.loads((trained / "args.json").read_text())
     assert args["seed"] == 0 and args["settings"]["batch_size"] == 16
-    assert args["settings"]["lr"] == train.DEFAULT_LR  # not given: the default actually used is recorded
+    assert args["settings"]["lr"] == train_settings.DEFAULT_LR  # not given: the default actually used is recorded
     assert {"tensorflow", "keras", "numpy"} <= set(args["versions"])
     assert args["dataset"]["images"] == {"Train": 7 * 24, "Valid": 2 * 24, "Test": 3 * 24}
     assert [Path(p).name for p, _ in args["dataset"]["skipped_unreadable"]] == ["broken.png"]
@@ -100,7 +100,7 @@ def test_training_learns_on_held_out_subjects(trained, dataset):
 def test_reloaded_best_model_gives_the_same_predictions(trained, dataset):
     with open(trained / "test_predictions.csv", newline="") as handle:
         saved = list(csv.DictReader(handle))
-    paths, y_true, probs, names = train.predict_split(trained / "best.keras", dataset, "Test")
+    paths, y_true, probs, names = train_score.predict_split(trained / "best.keras", dataset, "Test")
     assert names == list(EMOTIONS)
     assert [str(p) for p in paths] == [row["path"] for row in saved]
     expected = np.array([[float(row[f"p_{c}"]) for c in names] for row in saved])
@@ -194,8 +194,8 @@ def test_tensorboard_logs_go_into_the_run_folder(small, tmp_path):
 
 
 def test_tensorboard_without_its_package_is_refused_before_training(small, tmp_path, caplog, monkeypatch):
-    real = train.importlib.util.find_spec
-    monkeypatch.setattr(train.importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else
+    real = train_settings.importlib.util.find_spec
+    monkeypatch.setattr(train_settings.importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else
                         real(name, *a))
     assert _train(small, tmp_path, "--name", "tb", "--tensorboard") == EXIT_USER_ERROR
     assert "pip install tensorboard" in caplog.text and not (tmp_path / "tb").exists()
@@ -206,7 +206,7 @@ def test_tensorboard_without_its_package_is_refused_before_training(small, tmp_p
 
 def test_cv_folds_keep_augmented_copies_with_their_training_parents(small):
     samples = data.scan_dataset(small)
-    plans = train.plan_folds(samples, 3, valid_fraction=0.25, seed=0)
+    plans = train_folds.plan_folds(samples, 3, valid_fraction=0.25, seed=0)
     for plan in plans:
         train_originals = {s.rel for s in plan["train"] if s.kind == "original"}
         copies = [s for s in plan["train"] if s.kind == "augmented"]
@@ -240,8 +240,8 @@ def test_two_phase_schedule_freezes_then_fine_tunes(tmp_path):
     import tensorflow as tf
 
     pipeline = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
-    settings = train.TrainSettings(epochs=2, fine_tune_epochs=2, lr=0.01, patience=5)
-    result = train.fit_model(built, pipeline, pipeline, settings, {"class_names": ["a", "b"]},
+    settings = train_settings.TrainSettings(epochs=2, fine_tune_epochs=2, lr=0.01, patience=5)
+    result = train_fit.fit_model(built, pipeline, pipeline, settings, {"class_names": ["a", "b"]},
                              tf.distribute.get_strategy(), out_dir=tmp_path, extra_callbacks=[Watch()])
     assert seen == [(False, pytest.approx(0.01)), (True, pytest.approx(0.001))]
     with open(tmp_path / "history.csv", newline="") as handle:
@@ -257,18 +257,18 @@ def test_training_values_left_open_take_the_models_defaults():
 
     from efr.models.transfer import TRAINING_DEFAULTS
 
-    seed = train.TrainSettings()
+    seed = train_settings.TrainSettings()
     assert (seed.epochs, seed.batch_size, seed.lr, seed.patience, seed.fine_tune_epochs) == (
-        train.DEFAULT_EPOCHS, train.DEFAULT_BATCH_SIZE, train.DEFAULT_LR, train.DEFAULT_PATIENCE, None)
-    fer = train.TrainSettings(model="fer2013")
+        train_settings.DEFAULT_EPOCHS, train_settings.DEFAULT_BATCH_SIZE, train_settings.DEFAULT_LR, train_settings.DEFAULT_PATIENCE, None)
+    fer = train_settings.TrainSettings(model="fer2013")
     assert {key: getattr(fer, key) for key in TRAINING_DEFAULTS["fer2013"]} == TRAINING_DEFAULTS["fer2013"]
-    assert train.training_phases(SimpleNamespace(backbone=object()), fer) == [
+    assert train_fit.training_phases(SimpleNamespace(backbone=object()), fer) == [
         ("head", TRAINING_DEFAULTS["fer2013"]["epochs"], TRAINING_DEFAULTS["fer2013"]["lr"], False)]
     # What the caller gives wins; the rest of the model's recipe stays.
-    mine = train.TrainSettings(model=" FER2013", epochs=5, fine_tune_epochs=3)
+    mine = train_settings.TrainSettings(model=" FER2013", epochs=5, fine_tune_epochs=3)
     assert (mine.epochs, mine.fine_tune_epochs, mine.batch_size) == (5, 3, TRAINING_DEFAULTS["fer2013"]["batch_size"])
-    imagenet = train.TrainSettings(model="mobilenetv3small")
-    assert (imagenet.epochs, imagenet.lr, imagenet.fine_tune_epochs) == (train.DEFAULT_EPOCHS, train.DEFAULT_LR, None)
+    imagenet = train_settings.TrainSettings(model="mobilenetv3small")
+    assert (imagenet.epochs, imagenet.lr, imagenet.fine_tune_epochs) == (train_settings.DEFAULT_EPOCHS, train_settings.DEFAULT_LR, None)
     cli = efe_cnn.settings_from_args(efe_cnn.parse_args(["--model", "fer2013"]))
     assert cli == fer  # efe_cnn.py with no training flags: the same recipe
 
@@ -359,7 +359,7 @@ def test_a_model_that_cannot_be_built_leaves_no_run_folder(small, tmp_path, monk
     def missing_weights(*args, **kwargs):
         raise train.EFRError("could not download the weights (no network)")
 
-    monkeypatch.setattr(train, "build_model", missing_weights)
+    monkeypatch.setattr(train_score, "build_model", missing_weights)
     for extra in ((), ("--folds", 2)):
         assert _train(small, tmp_path / "runs", "--name", "x", "--img-size", 32, *extra) == EXIT_USER_ERROR
         assert not (tmp_path / "runs" / "x").exists()

@@ -255,7 +255,7 @@ def test_fine_tuning_mini_xception_exits_cleanly(tmp_path):
     script = textwrap.dedent(
         """
         from efr.models.build import build_model, compile_model# first, as efe_cnn.py: efr sets the guard
-        from efr.train.run import training_phases, TrainSettings
+        from efr.train.fit import training_phases; from efr.train.settings import TrainSettings
         import numpy as np, keras
         keras.utils.set_random_seed(0)
         built = build_model("fer2013", 7, image_size=64, weights="none")

@@ -118,7 +118,7 @@ def plan(args):
     """(crop, augment, train) namespaces for a project; checks every setting before any work."""
     from efr.commands import crop, train
     from efr.crop.run import settings_changed
-    from efr.train.run import validate_settings
+    from efr.train.settings import validate_settings
 
     project = Path(args.out)
     dataset = project / DATASET_DIR

@@ -19,7 +19,9 @@ from efr.commands.cli import add_verbose_argument, setup_logging
 from efr.commands import entry_points
 from efr.io.errors import EFRError
 from efr.models.litert import DEFAULT_RUNTIME, RUNTIMES
-from efr.predict.run import DEFAULT_BATCH_SIZE, FORMATS, format_summary, format_table, predict
+from efr.predict.predictor import DEFAULT_BATCH_SIZE
+from efr.predict.writers import FORMATS, format_summary, format_table
+from efr.predict.run import predict
 
 SUMMARY = "emotion of every face in photos, folders, videos or a camera"
 PARSER_KWARGS = {

@@ -22,7 +22,7 @@ MODEL_CHOICES_HELP = "seed (the original CNN, default) or a transfer model: fer2
 
 def add_arguments(parser):
     """efe_cnn's options: the one place they are defined."""
-    from efr.train.run import (
+    from efr.train.settings import (
         DEFAULT_BATCH_SIZE,
         DEFAULT_CV_VALID_FRACTION,
         DEFAULT_EPOCHS,
@@ -101,7 +101,7 @@ build_parser, parse_args, main = entry_points(__name__)
 
 
 def settings_from_args(args):
-    from efr.train.run import TrainSettings
+    from efr.train.settings import TrainSettings
 
     return TrainSettings(
         dataset=args.dataset, runs_dir=args.runs_dir, name=args.name, exist_ok=args.exist_ok, model=args.model,
@@ -166,7 +166,8 @@ def run_args(args):
         if conflicts:
             raise EFRError(f"--resume takes every setting from {args.resume}/args.json; leave out "
                            f"{', '.join(conflicts)} (or start a new run without --resume)")
-    from efr.train.run import resume_settings, run_training  # deferred: imports TensorFlow
+    from efr.train.rundir import resume_settings  # deferred: imports TensorFlow
+    from efr.train.run import run_training
 
     settings = resume_settings(args.resume) if args.resume else settings_from_args(args)
     result = run_training(settings)

@@ -385,7 +385,7 @@ def write_outputs(out, photos, metrics, class_names, settings, meta, args):
 def evaluate_folder(settings):
     """Score ``settings.model`` on the labelled photos of ``settings.data``; write ``settings.out``."""
     from efr.models.modelio import read_meta
-    from efr.predict.run import check_meta, load_predictor
+    from efr.predict.predictor import check_meta, load_predictor
 
     if settings.batch_size < 1:
         raise EFRError(f"--batch-size {settings.batch_size}: expected 1 or more")
