@@ -40,7 +40,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from efr.crop.run import CropOptions, crop_dataset  # noqa: E402
+from efr.crop.options import CropOptions  # noqa: E402
+from efr.crop.run import crop_dataset
 from efr.faces.detect import downscale, find_faces, load_cascade  # noqa: E402
 from efr.io.imageio import list_images  # noqa: E402
 from efr.io.manifest import read_manifest  # noqa: E402

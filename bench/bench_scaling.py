@@ -75,7 +75,8 @@ def photo_plan(count):
 def _render(job):
     from efr.io.imageio import encode_image, write_bytes_atomic
     from efr.io.rafd import FRONTAL_ANGLE, format_rafd_name
-    from efr.data.synthetic.render import JPEG_QUALITY, subject_identity, render_face
+    from efr.data.synthetic.render import JPEG_QUALITY, render_face
+    from efr.data.synthetic.identity import subject_identity
 
     folder, subject, emotion, gaze = job
     identity = subject_identity(subject, 0)
@@ -143,7 +144,8 @@ def make_model(img_size):
 def child(stage, source, work, model=None):
     """Run one stage and return what was measured; called in a fresh process (``--child``)."""
     if stage == "crop":
-        from efr.crop.run import CropOptions, crop_dataset
+        from efr.crop.options import CropOptions
+        from efr.crop.run import crop_dataset
 
         started = time.perf_counter()
         summary = crop_dataset(source, work, CropOptions(gazes=None), progress=False)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from efr.faces import align, detect as faces, landmarks
-from efr.crop.run import CropOptions, crop_dataset
+from efr.crop.options import CropOptions
+from efr.crop.run import crop_dataset
 from efr.io.errors import EFRError
 from efr.models.features import crop_landmarks
 from efr.io.imageio import read_image, write_image

@@ -15,9 +15,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import efr.crop.run
+import efr.crop.workers
 from efr.commands.cli import run
-from efr.crop.run import SETTINGS_NAME, SUMMARY_NAME, CropOptions, crop_dataset
+from efr.crop.destination import SETTINGS_NAME
+from efr.crop.summary import SUMMARY_NAME
+from efr.crop.options import CropOptions
+from efr.crop.run import crop_dataset
 from efr.io.errors import EFRError
 from efr.io.manifest import FIELDS, SPLITS, check_subject_disjoint, read_manifest, write_manifest
 from efr.io.rafd import GAZES
@@ -369,7 +372,7 @@ def test_interrupted_run_resumes_where_it_stopped(rafd_src, tmp_path, monkeypatc
     clean = tmp_path / "clean"
     crop(rafd_src, clean, **FAST)
     dst = tmp_path / "ds"
-    real_crop_one, calls = efr.crop.run.crop_one, []
+    real_crop_one, calls = efr.crop.workers.crop_one, []
 
     def crop_one_then_interrupt(task):
         if len(calls) == 15:
@@ -377,7 +380,7 @@ def test_interrupted_run_resumes_where_it_stopped(rafd_src, tmp_path, monkeypatc
         calls.append(task)
         return real_crop_one(task)
 
-    monkeypatch.setattr(efr.crop.run, "crop_one", crop_one_then_interrupt)
+    monkeypatch.setattr(efr.crop.workers, "crop_one", crop_one_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         crop(rafd_src, dst, **FAST)
     monkeypatch.undo()

@@ -11,7 +11,9 @@ import pytest
 
 import data_aug
 from efr.data import augment
-from efr.data.augment_stage import AUGMENTED, augment_dataset, is_augmented_name
+from efr.io.manifest import AUGMENTED
+from efr.data.augment_stage import augment_dataset
+from efr.data.augmented import is_augmented_name
 from efr.commands.cli import run
 from efr.io.imageio import write_image
 from efr.io.manifest import check_subject_disjoint, read_manifest, write_manifest

@@ -139,7 +139,7 @@ def test_a_killed_data_aug_run_is_refused_by_efe_cnn(small, tmp_path, caplog, no
 
 def test_clean_after_an_unfinished_augmentation_gives_an_accepted_dataset(small, tmp_path, monkeypatch,
                                                                           no_tensorflow):
-    from efr.data.augment_stage import clean_augmented
+    from efr.data.augmented import clean_augmented
 
     dataset = tmp_path / "Dataset"
     shutil.copytree(small, dataset)

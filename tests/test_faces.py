@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from efr.faces import detect as faces
-from efr.crop.run import CropOptions
+from efr.crop.options import CropOptions
 from efr.io.emotions import EMOTIONS
 from efr.io.errors import EFRError
 from efr.data.synthetic.render import render_face

@@ -7,14 +7,8 @@ from efr.io.emotions import EMOTIONS
 from efr.io.errors import EFRError
 from efr.faces.detect import detect_faces, load_cascade
 from efr.io.rafd import ANGLES, GAZES, parse_rafd_name
-from efr.data.synthetic.render import (
-    MARKER_NAME,
-    generate_rafd_like,
-    is_synthetic_folder,
-    main,
-    render_face,
-    subject_identity,
-)
+from efr.data.synthetic.render import MARKER_NAME, generate_rafd_like, is_synthetic_folder, main, render_face
+from efr.data.synthetic.identity import subject_identity
 
 SMALL = (170, 256)  # (width, height): a quarter of RaFD's 681x1024, for speed
 

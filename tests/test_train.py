@@ -21,6 +21,7 @@ from efr.data import pipelines as data
 from efr.train import fit as train_fit, folds as train_folds, score as train_score, settings as train_settings
 from efr.commands.cli import EXIT_USER_ERROR, run
 from efr.io.emotions import EMOTIONS
+from efr.io.errors import EFRError
 from efr.evaluate.stats import format_interval, wilson_interval
 from efr.io.manifest import read_manifest
 from efr.models.modelio import load_model, read_meta
@@ -357,7 +358,7 @@ def test_model_file_carries_the_crop_settings_of_its_dataset(small, tmp_path):
 
 def test_a_model_that_cannot_be_built_leaves_no_run_folder(small, tmp_path, monkeypatch, caplog):
     def missing_weights(*args, **kwargs):
-        raise train.EFRError("could not download the weights (no network)")
+        raise EFRError("could not download the weights (no network)")
 
     monkeypatch.setattr(train_score, "build_model", missing_weights)
     for extra in ((), ("--folds", 2)):

@@ -12,7 +12,8 @@ import argparse
 import logging
 
 from efr.data import augment
-from efr.data.augment_stage import AUGMENTABLE_SPLITS, augment_dataset, clean_augmented, format_counts_table
+from efr.data.augmented import AUGMENTABLE_SPLITS, clean_augmented, format_counts_table
+from efr.data.augment_stage import augment_dataset
 from efr.commands.cli import add_common_arguments, setup_logging
 from efr.commands import entry_points
 from efr.io.imageio import PNG_WRITERS

@@ -15,7 +15,8 @@ from efr.faces import detect as faces
 from efr.faces.align import ALIGN_MODES
 from efr.commands.cli import add_common_arguments, setup_logging
 from efr.commands import entry_points
-from efr.crop.run import LAYOUTS, ON_MISS, CropOptions, crop_dataset, parse_angles, parse_gazes
+from efr.crop.options import LAYOUTS, ON_MISS, CropOptions, parse_angles, parse_gazes
+from efr.crop.run import crop_dataset
 from efr.data.split import DEFAULT_FRACTIONS, parse_fractions
 
 SUMMARY = "crop faces from raw photos into a subject-disjoint Train/Valid/Test Dataset"

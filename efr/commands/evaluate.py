@@ -59,7 +59,7 @@ def default_out(model, data):
 
 
 def settings_from_args(args):
-    from efr.crop.run import parse_angles, parse_gazes
+    from efr.crop.options import parse_angles, parse_gazes
     from efr.evaluate.crossdataset import EvalSettings
 
     out = args.out if args.out is not None else default_out(args.model, args.data)

@@ -117,7 +117,7 @@ def stage_namespace(verb, args, fixed):
 def plan(args):
     """(crop, augment, train) namespaces for a project; checks every setting before any work."""
     from efr.commands import crop, train
-    from efr.crop.run import settings_changed
+    from efr.crop.destination import settings_changed
     from efr.train.settings import validate_settings
 
     project = Path(args.out)
@@ -218,7 +218,7 @@ def run_crop(crop_args):
 def run_augment(augment_args, enabled):
     """Augment (cleaning first when an earlier augmentation used other settings); None when disabled."""
     from efr.data import augment as recipes
-    from efr.data.augment_stage import AUGMENTABLE_SPLITS, RUN_INFO_NAME, clean_augmented, normalise_splits
+    from efr.data.augmented import AUGMENTABLE_SPLITS, RUN_INFO_NAME, clean_augmented, normalise_splits
     from efr.commands import augment
 
     dataset = Path(augment_args.dataset)

@@ -32,7 +32,7 @@ from pathlib import Path
 from efr.io.emotions import UnknownEmotionError, canonical_emotion, sorted_emotions
 from efr.io.errors import EFRError
 from efr.io.imageio import diagnose_file, image_format, is_image_file
-from efr.data.augment_stage import AUGMENTED_MARKER
+from efr.data.augmented import AUGMENTED_MARKER
 from efr.io.manifest import AUGMENTED, ORIGINAL, SPLITS, check_subject_disjoint, read_manifest
 from efr.io.rafd import rafd_subject
 

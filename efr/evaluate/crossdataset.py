@@ -33,8 +33,9 @@ import cv2
 import numpy as np
 
 from efr.evaluate import metrics as evaluate, report
-from efr.data.augment_stage import is_augmented_name
-from efr.crop.run import CropOptions, detect_layout, label_photos, scan_source
+from efr.data.augmented import is_augmented_name
+from efr.crop.options import CropOptions
+from efr.crop.sources import detect_layout, label_photos, scan_source
 from efr.io.errors import EFRError
 from efr.io.imageio import UnreadableImageError, read_image, write_text_atomic
 from efr.io.runinfo import library_versions, machine_info, provenance_rows, write_json

@@ -144,7 +144,7 @@ def _item(path, rel, used):
 
 def photo_subjects(items, subject_regex=None):
     """{photo path: person} from RaFD names or ``subject_regex``; an error naming photos with neither."""
-    from efr.crop.run import compile_subject_regex
+    from efr.crop.options import compile_subject_regex
     from efr.io.rafd import rafd_subject
 
     regex = compile_subject_regex(subject_regex) if subject_regex else None

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from efr.crop.run import read_settings as read_crop_settings
+from efr.crop.destination import read_settings as read_crop_settings
 from efr.data import pipelines as efr_data
 from efr.data.synthetic.render import is_synthetic_folder
 from efr.io.emotions import sorted_emotions
@@ -42,7 +42,7 @@ def _check_enough(count, batch_size, what, replicas=1):
 
 def _augmentation_problem(settings):
     """The refusal of a Dataset whose data_aug.py run did not finish, or None (also when allowed or unused)."""
-    from efr.data.augment_stage import unfinished_augmentation
+    from efr.data.augmented import unfinished_augmentation
 
     if not settings.offline_aug:
         return None

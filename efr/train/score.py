@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from efr.crop.run import read_settings as read_crop_settings
+from efr.crop.destination import read_settings as read_crop_settings
 from efr.data import pipelines as efr_data
 from efr.io.imageio import write_text_atomic
 from efr.models.build import build_model
