@@ -5,7 +5,7 @@
 1. label  every photo under ``data`` as crop.py does (efr.crop.run): RaFD file names, or
           the nearest <Emotion>/ folder (aliases accepted) with the subject from
           ``--subject-regex``.  data_aug.py's copies (``__aug-`` names) are left out.
-2. find   the face as predict.py does (efr.predict.run.Predictor: the cascade, margin and
+2. find   the face as predict.py does (efr.predict.predictor.Predictor: the cascade, margin and
           crop size recorded in the model), the largest face per photo; or use the whole
           image with ``faces_only`` (a Dataset split, other crops).
 3. score  on the classes the model and the set share.  A photo whose emotion the model

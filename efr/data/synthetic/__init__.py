@@ -1,1 +1,1 @@
-"""Synthetic RaFD-like faces for the demo and the tests (``python -m efr.data.pipelines.synthetic``)."""
+"""Synthetic RaFD-like faces for the demo and the tests (``python -m efr.data.synthetic``)."""
