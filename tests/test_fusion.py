@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from efr.models import features, fusion, transfer
+from efr.models import features, fusion, fusion_head, transfer
 from efr.io.errors import EFRError
 from efr.predict.run import predict
 from efr.train.settings import TrainSettings
@@ -68,7 +68,7 @@ def test_fusion_learns_held_out_synthetic_people(plain_run):
 def test_fusion_head_regularisation_is_chosen_on_valid(plain_run):
     with open(plain_run.run_dir / "history.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert [float(r["C"]) for r in rows] == list(fusion.C_GRID)
+    assert [float(r["C"]) for r in rows] == list(fusion_head.C_GRID)
     best = min(rows, key=lambda r: float(r["val_loss"]))
     assert plain_run.metrics["best_epoch"] == rows.index(best) + 1
 

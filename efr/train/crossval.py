@@ -16,16 +16,8 @@ from efr.io.errors import EFRError
 from efr.io.imageio import write_text_atomic
 from efr.io.runinfo import write_json
 from efr.train.dataset import _check_enough, prepare_cross_validation, synthetic_dataset
-from efr.train.evidence import (
-    _base_args,
-    _model_args,
-    _per_class_table,
-    _transductive_note,
-    accuracy_evidence,
-    epoch_histories,
-    evidence_rows,
-    provenance,
-)
+from efr.train.evidence import (_base_args, _model_args, _per_class_table, _transductive_note, accuracy_evidence,
+                                epoch_histories, evidence_rows, provenance)
 from efr.train.fit import set_seeds
 from efr.train.rundir import FOLD_RESULT_NAME, make_run_dir
 from efr.train.score import _build, _model_meta, fit_and_score, predictions_csv, train_batch

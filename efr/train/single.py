@@ -10,17 +10,8 @@ from efr.io.imageio import write_text_atomic
 from efr.io.manifest import SPLITS
 from efr.io.runinfo import write_json
 from efr.train.dataset import _check_enough, prepare_single_run, synthetic_dataset
-from efr.train.evidence import (
-    _base_args,
-    _coverage_notes,
-    _model_args,
-    _per_class_table,
-    _summary_rows,
-    _transductive_note,
-    accuracy_evidence,
-    epoch_histories,
-    provenance,
-)
+from efr.train.evidence import (_base_args, _coverage_notes, _model_args, _per_class_table, _summary_rows,
+                                _transductive_note, accuracy_evidence, epoch_histories, provenance)
 from efr.train.rundir import make_run_dir
 from efr.train.score import _build, _model_meta, fit_and_score, predictions_csv, train_batch
 from efr.train.settings import RunResult
