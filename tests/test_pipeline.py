@@ -146,3 +146,41 @@ def test_pipeline_says_transductive_beside_the_plain_number(monkeypatch, tmp_pat
     cmd.run_args(SimpleNamespace(out=str(tmp_path), src="photos", quiet=True, verbose=False, no_augment=False))
     out = capsys.readouterr().out
     assert "0.870 ± 0.050" in out and "0.690 ± 0.080" in out and "TRANSDUCTIVE" in out
+
+
+def test_pipeline_data_digest_changes_with_crop_settings_and_content_not_row_order(tmp_path):
+    """Issue 23.1: --align or --size crops the same photos into the same manifest rows; the run must still differ."""
+    import cv2
+
+    from efr.commands.pipeline import dataset_digest
+    from efr.crop.destination import SETTINGS_NAME
+    from efr.io.manifest import read_manifest, write_manifest
+    from train_fixtures import make_tiny_dataset
+
+    dataset = make_tiny_dataset(tmp_path, subjects=3, size=16, gazes=("frontal",), emotions=("Happy", "Sad"))
+    (dataset / SETTINGS_NAME).write_text(json.dumps({"settings": {"size": 16, "align": "none"}}))
+    first = dataset_digest(dataset)
+    rows = read_manifest(dataset)
+    write_manifest(dataset, rows[::-1])
+    assert dataset_digest(dataset) == first  # the order rows were saved in does not count
+    (dataset / SETTINGS_NAME).write_text(json.dumps({"settings": {"size": 16, "align": "eyes"}}))
+    aligned = dataset_digest(dataset)
+    assert aligned != first  # same rows, other crop settings
+    face = dataset / rows[0]["output"]
+    cv2.imwrite(str(face), 255 - cv2.imread(str(face)))
+    assert dataset_digest(dataset) not in (first, aligned)  # same rows and settings, other pixels
+
+
+def test_pipeline_fusion_fingerprint_ignores_the_settings_fusion_does_not_use():
+    """Issue 23.2: --epochs, --lr, --patience, --batch-size do not retrain fusion (nor make a duplicate folder)."""
+    from efr.commands import train
+    from efr.commands.pipeline import train_fingerprint
+
+    def fingerprint(*argv):
+        return train_fingerprint(train.build_parser(prog="efr train").parse_args(["--dataset", "D", *argv]))
+
+    fusion = fingerprint("--model", "fusion")
+    assert fingerprint("--model", "fusion", "--epochs", "7", "--lr", "0.1", "--patience", "9",
+                       "--batch-size", "3") == fusion
+    assert fingerprint("--model", "fusion", "--fusion-parts", "trunk") != fusion
+    assert fingerprint("--model", "seed", "--epochs", "7") != fingerprint("--model", "seed")

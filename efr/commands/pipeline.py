@@ -149,24 +149,48 @@ def read_state(project):
         raise EFRError(f"{path}: unreadable ({err}); delete it (runs are kept) and run again") from err
 
 
-def manifest_digest(dataset):
-    """sha256 of the Dataset's manifest rows, in a fixed order: the data a training run saw.
+def dataset_digest(dataset):
+    """sha256 of what a training run sees of the Dataset: the crop settings, the manifest rows and every file's bytes.
 
-    Every crop and augmented copy has a row (its file, subject, split, fold, transform ...),
-    so any change of crop or augment changes it; the order rows were saved in does not.
+    The manifest rows (file, subject, split, fold, transform ...) change with what was
+    cropped and augmented, but not with how: --align, --size or --margin crop the same
+    photos into the same rows.  The crop settings and the files' content do change, so a
+    Dataset cropped again with other settings never reuses a run made from the old crops.
+    The order rows were saved in does not count.
     """
+    from efr.crop.destination import read_settings
     from efr.io.manifest import read_manifest
 
-    rows = sorted(json.dumps(row, sort_keys=True) for row in read_manifest(dataset))
-    return hashlib.sha256("\n".join(rows).encode("utf-8")).hexdigest() if rows else ""
+    dataset = Path(dataset)
+    rows = read_manifest(dataset)
+    if not rows:
+        return ""
+    digest = hashlib.sha256(json.dumps(read_settings(dataset), sort_keys=True, default=str).encode("utf-8"))
+    for row in sorted(rows, key=lambda r: json.dumps(r, sort_keys=True)):
+        digest.update(json.dumps(row, sort_keys=True).encode("utf-8"))
+        path = dataset / row["output"] if row["output"] else None
+        if path is not None and path.is_file():
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+# Settings --model fusion does not use (its head is fitted on all rows at once over a grid of C values,
+# not by Keras epochs): left out of its fingerprint, so changing them neither retrains it nor makes a
+# second folder with the same result.  Other models do not use the fusion settings.
+FUSION_UNUSED = ("epochs", "batch_size", "lr", "patience", "fine_tune_lr", "fine_tune_epochs", "cache", "distribute",
+                 "cpu_devices", "tensorboard")
+FUSION_ONLY = ("backbone", "fusion_parts", "subject_norm")
 
 
 def train_fingerprint(train_args):
-    """What decides a training run's result, as plain JSON."""
+    """What decides a training run's result, as plain JSON: the settings the model uses, no others."""
     from efr.commands.train import settings_from_args
+    from efr.train.settings import is_fusion
 
-    settings = asdict(settings_from_args(train_args))
-    for key in _PLACE_SETTINGS + ("quiet",):
+    built = settings_from_args(train_args)
+    settings = asdict(built)
+    unused = FUSION_UNUSED if is_fusion(built) else FUSION_ONLY
+    for key in _PLACE_SETTINGS + ("quiet",) + unused:
         settings.pop(key, None)
     return json.loads(json.dumps(settings, default=str))
 
@@ -192,7 +216,7 @@ def record_run(project, run_dir, fingerprint, digest, args):
     state = read_state(project)
     state["src"] = str(args.src)
     runs = [r for r in state.get("runs", []) if r.get("run") != Path(run_dir).name]
-    state["runs"] = runs + [{"run": Path(run_dir).name, "settings": fingerprint, "manifest_sha256": digest}]
+    state["runs"] = runs + [{"run": Path(run_dir).name, "settings": fingerprint, "data_sha256": digest}]
     write_json(Path(project) / STATE_NAME, state)
 
 
@@ -252,7 +276,7 @@ def run_train(project, train_args, args):
     from efr.commands import train
 
     fingerprint = train_fingerprint(train_args)
-    digest = manifest_digest(Path(train_args.dataset))
+    digest = dataset_digest(Path(train_args.dataset))
     named = argparse.Namespace(**vars(train_args))
     named.name = run_name(fingerprint, digest)
     run_dir = Path(named.runs_dir) / named.name
