@@ -164,3 +164,20 @@ def test_rafd_angle_and_gaze_filters_count_what_they_leave_out(models, tmp_path,
     assert "gaze left not kept" in (tmp_path / "e" / "report.html").read_text()
     assert evaluate(models["Happy"], data, tmp_path / "f", "--angle", "270") == 2  # refused before any work
     assert "--angle 270" in caplog.text and not (tmp_path / "f").exists()
+
+
+def test_subject_norm_refusal_advises_what_evaluate_can_do():
+    """Issue 23.15: evaluate has no --subject-norm option, so its refusal does not say "drop --subject-norm"."""
+    from types import SimpleNamespace
+
+    from efr.evaluate.crossdataset import _score_grouped
+    from efr.io.errors import EFRError
+    from efr.models.features import subject_means
+
+    fusion = SimpleNamespace(offsets=lambda v, subjects, where: subject_means(v, subjects, where=where),
+                             probabilities=lambda v, offsets: v)
+    grouped = [(SimpleNamespace(subject="A"), np.zeros(3), None)]
+    with pytest.raises(EFRError) as refused:
+        _score_grouped(SimpleNamespace(fusion=fusion), grouped)
+    message = str(refused.value)
+    assert "drop --subject-norm" not in message and "a model trained without --subject-norm" in message

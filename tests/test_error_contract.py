@@ -79,6 +79,8 @@ CASES = [
     ("cluster", "--dataset {D} --features hog --out {R}/c --split Nope", "--split 'Nope'"),
     ("cluster", "--dataset {D} --features hog --out {F}", "is a file"),
     ("cluster", "--dataset {D} --out {R}/c", "needs --model"),
+    ("cluster", "--dataset {D} --features hog --out {D}/Test/x", "inside --dataset"),  # issue 23.9
+    ("cluster", "--dataset {D} --features hog --out {D}", "inside --dataset"),
     ("cluster", "--dataset {M} --features hog --out {R}/c", "not found"),
     ("demo", "--out {R}/demo --subjects 2", "--subjects 2"),
     ("demo", "--out {R}/demo --epochs 0", "--epochs 0"),

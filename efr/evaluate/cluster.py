@@ -242,7 +242,7 @@ MAP_METHODS = ("tsne", "pca")
 
 
 def check_options(out_dir, features="model", pca=50, split="Test", centroid_split="Train", methods=METHODS,
-                  map_method="tsne"):
+                  map_method="tsne", dataset=None):
     """Raise EFRError for option values that cannot work, before any face is read or model loaded."""
     from efr.io.manifest import SPLITS
 
@@ -264,6 +264,10 @@ def check_options(out_dir, features="model", pca=50, split="Test", centroid_spli
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         problems.append(f"--out {out} is a file: give a folder (it is created if missing)")
+    if dataset is not None and out.resolve().is_relative_to(Path(dataset).resolve()):
+        # Files written there would be read as faces (or break the split layout) by every later train and cluster.
+        problems.append(f"--out {out} is inside --dataset {dataset}: cluster never writes into the Dataset; "
+                        "choose an --out elsewhere (e.g. runs/<name>/cluster)")
     if problems:
         raise EFRError("; ".join(problems))
     if centroid_split and centroid_split == split:
@@ -281,7 +285,7 @@ def run_clustering(dataset, out_dir, model_path=None, features="model", pca=50, 
     from efr.data import pipelines as efr_data
     from efr.io.runinfo import library_versions, machine_info, write_json
 
-    check_options(out_dir, features, pca, split, centroid_split, methods, map_method)
+    check_options(out_dir, features, pca, split, centroid_split, methods, map_method, dataset=dataset)
     model, meta, class_names, image_size = None, {}, None, None
     if model_path is not None:
         from efr.models.modelio import load_model, read_meta

@@ -221,7 +221,12 @@ def _score_grouped(predictor, grouped):
     views = [np.stack([raw for _, raw, _ in grouped])]
     if grouped[0][2] is not None:
         views.append(np.stack([mirrored for _, _, mirrored in grouped]))
-    probs = sum(fusion.probabilities(v, fusion.offsets(v, subjects, where="the evaluated photos")) for v in views)
+    try:
+        probs = sum(fusion.probabilities(v, fusion.offsets(v, subjects, where="the evaluated photos")) for v in views)
+    except EFRError as err:  # efr.models.features advises training's option, which evaluate does not have
+        raise EFRError(str(err).replace(
+            "or drop --subject-norm", "or evaluate a model trained without --subject-norm (the model, not an "
+            "option of evaluate, decides the centring)")) from err
     for (photo, _, _), p in zip(grouped, probs / len(views)):
         photo.probs = p
         photo.status = SCORED
