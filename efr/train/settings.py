@@ -116,6 +116,11 @@ def validate_settings(settings):
     for ok, message in checks:
         if not ok:
             raise EFRError(message)
+    if settings.subject_norm and not is_fusion(settings):
+        # Only the fusion head centres each person's features; any other model would ignore it, yet args.json
+        # would say it was used.
+        raise EFRError(f"--subject-norm centres the fused features of --model fusion; --model {settings.model} has "
+                       "none: leave --subject-norm out, or use --model fusion")
     if settings.tensorboard and is_fusion(settings):
         raise EFRError("--tensorboard logs Keras training epochs; --model fusion fits its head without them: "
                        "leave --tensorboard out (its C sweep is in history.csv)")
