@@ -61,6 +61,8 @@ CASES = [
     ("crop", "--src {P} --dst {R}/o --angle 999", "--angle 999"),
     ("crop", "--src {P} --dst {R}/o --gaze up", "--gaze up"),
     ("crop", "--src {M} --dst {R}/o", "does not exist"),
+    ("crop", "--src {P} --dst {R}/o --size 100000", "--size 100000"),  # issue 23.12: not a 30 GB allocation
+    ("crop", "--src {P} --dst {R}/o --cascade {F}", "not a valid Haar cascade"),
     ("data_aug", "--dataset {D} --copies 0", "--copies"),
     ("data_aug", "--dataset {D} --splits Test", "Test is never augmented"),
     ("data_aug", "--dataset {D} --workers 0", "--workers 0"),
@@ -105,6 +107,19 @@ def test_argparse_mistakes_exit_2(script, capsys):
     with pytest.raises(SystemExit) as exit_info:
         SCRIPTS[script].main(["--no-such-option"])
     assert exit_info.value.code == 2 and "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("verb, argv", [("crop", "--src {P} --dst {R}/o"), ("pipeline", "--src {P} --out {R}/o"),
+                                         ("cluster", "--dataset {D} --features hog --out {R}/c"),
+                                         ("train", "--dataset {D}")])
+def test_a_negative_seed_is_refused_by_the_parser(places, verb, argv, capsys):
+    """Issue 23.12: --seed -1 was a NumPy traceback after the work had started."""
+    from efr.commands import main as efr
+
+    with pytest.raises(SystemExit) as exit_info:
+        efr([verb, *[a.format(**places) for a in argv.split()], "--seed", "-1"])
+    assert exit_info.value.code == EXIT_USER_ERROR and "--seed: -1: use a whole number from 0" in capsys.readouterr().err
+    assert not (Path(places["R"]) / "o").exists()
 
 
 def test_one_class_dataset_is_a_clear_error(places, tmp_path, caplog):

@@ -184,3 +184,12 @@ def test_pipeline_fusion_fingerprint_ignores_the_settings_fusion_does_not_use():
                        "--batch-size", "3") == fusion
     assert fingerprint("--model", "fusion", "--fusion-parts", "trunk") != fusion
     assert fingerprint("--model", "seed", "--epochs", "7") != fingerprint("--model", "seed")
+
+
+def test_pipeline_help_names_each_stage_of_a_shared_option_once(capsys):
+    """Issue 23.16: --seed's help read "crop: crop: ..."."""
+    with pytest.raises(SystemExit):
+        efr(["pipeline", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "crop: crop:" not in shown and "(crop, augment, train)" in shown
+    assert "crop: threads" in shown and "augment: parallel workers" in shown  # different texts: each stage's

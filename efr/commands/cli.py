@@ -9,10 +9,25 @@ import sys
 from efr.io.errors import EFRError
 
 EXIT_USER_ERROR = 2
+MAX_SEED = 2**32 - 1  # NumPy's and TensorFlow's seeds are unsigned 32-bit numbers
+
+
+def seed_value(text):
+    """argparse type of --seed: a whole number 0 .. 2**32-1 (a negative one is a traceback deep in NumPy)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{value}: use a whole number from 0 to {MAX_SEED}")
+    return value
 
 
 def add_common_arguments(parser):
-    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed repeats the run (default 0)")
+    parser.add_argument("--seed", type=seed_value, default=0,
+                        help="random seed, 0 or more; the same seed repeats the run (default 0)")
     parser.add_argument("--quiet", action="store_true", help="only warnings and errors; no progress bars")
     add_verbose_argument(parser)
     return parser

@@ -81,17 +81,27 @@ def add_arguments(parser):
         for action in stage_actions(verb):
             key = action.option_strings[-1]
             if key in seen:  # shared by two stages (--seed, --workers, --folds, --quiet): one option for both
-                first, first_verb = seen[key]
-                first.help = f"{first_verb}: {first.help}; {verb}: {_with_default(action)}"
+                first, helps = seen[key]
+                helps.append((verb, _with_default(action)))
+                first.help = shared_help(helps)
                 continue
             copied = copy.copy(action)
             copied.default = argparse.SUPPRESS  # only options given on the command line override a stage's defaults
             copied.help = _with_default(action)
             group._add_action(copied)
-            seen[key] = (copied, verb)
+            seen[key] = (copied, [(verb, copied.help)])
     if "--size" in seen:
         seen["--size"][0].help += "; the pipeline crops at --img-size when that is given and --size is not"
     return parser
+
+
+def shared_help(helps):
+    """One help text for an option several stages share: said once when they say the same, else each stage's."""
+    texts = {text for _, text in helps}
+    verbs = ", ".join(verb for verb, _ in helps)
+    if len(texts) == 1:
+        return f"{texts.pop()} ({verbs})"
+    return "; ".join(f"{verb}: {text}" for verb, text in helps)
 
 
 build_parser, parse_args, main = entry_points(__name__)

@@ -14,6 +14,8 @@ LAYOUTS = ("auto", "rafd", "folders")
 
 ON_MISS = ("skip", "center", "fail")
 
+MAX_SIZE = 4096  # the largest crop side: --size 100000 would ask for a 30 GB image
+
 
 @dataclass(frozen=True)
 class CropOptions:
@@ -82,8 +84,11 @@ def check_options(options):
         raise EFRError(f"--layout {options.layout}: expected one of {', '.join(LAYOUTS)}")
     if options.on_miss not in ON_MISS:
         raise EFRError(f"--on-miss {options.on_miss}: expected one of {', '.join(ON_MISS)}")
-    if options.size < 8:
-        raise EFRError(f"--size {options.size}: the crop side must be at least 8 pixels")
+    if not 8 <= options.size <= MAX_SIZE:
+        raise EFRError(f"--size {options.size}: the crop side must be 8 to {MAX_SIZE} pixels "
+                       "(every crop is held in memory at this side)")
+    if not 0 <= int(options.seed) < 2**32:
+        raise EFRError(f"--seed {options.seed}: use a whole number from 0 to {2**32 - 1}")
     if not 0.0 <= options.margin <= 2.0:
         raise EFRError(f"--margin {options.margin}: expected a fraction of the face side between 0 and 2 (e.g. 0.1)")
     if options.folds < 0 or options.folds == 1:
@@ -94,7 +99,7 @@ def check_options(options):
         raise EFRError(f"--min-face {options.min_face}: expected a fraction of the photo's shorter side, 0 to 1")
     if options.subject_regex is not None:
         compile_subject_regex(options.subject_regex)
-    faces.cascade_path(options.cascade)
+    faces.load_cascade(options.cascade)  # a file that is not a cascade is refused here, not by every worker
     if options.align not in ALIGN_MODES:
         raise EFRError(f"--align {options.align}: expected one of {', '.join(ALIGN_MODES)}")
     if options.align == "eyes":
