@@ -165,6 +165,31 @@ def test_history_is_trimmed_to_the_checkpointed_epochs(tmp_path):
     assert not path.exists()
 
 
+def test_a_resumed_history_keeps_keras_line_ends(tmp_path):
+    """Issue 23.16: history.csv mixed CRLF (Keras' CSVLogger) and LF (the trim) after a resume."""
+    path = tmp_path / "history.csv"
+    path.write_bytes(b"epoch,loss,phase\r\n0,1.0,train\r\n1,0.9,train\r\n2,0.8,train\r\n")
+    train_fit._trim_history(path, 2)
+    assert path.read_bytes() == b"epoch,loss,phase\r\n0,1.0,train\r\n1,0.9,train\r\n"
+
+
+def test_a_truncated_checkpoint_is_a_clear_error(tmp_path):
+    """Issue 23.11: a truncated checkpoint.npz was a BadZipFile traceback on --resume."""
+    runstate.save_checkpoint(tmp_path, {"epochs_done": 1}, {"weights": [np.zeros(50000)]})
+    path = runstate.checkpoint_path(tmp_path)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(EFRError, match="damaged training checkpoint.*delete it to restart"):
+        runstate.load_checkpoint(tmp_path)
+
+
+def test_a_deleted_checkpoint_is_said_not_silently_restarted(tmp_path, caplog):
+    """Issue 23.11: a deleted checkpoint said "resuming" and silently started again from epoch 1."""
+    (tmp_path / "history.csv").write_text("epoch,loss,phase\n0,1.0,train\n1,0.9,train\n2,0.8,train\n")
+    assert train_fit.warn_lost_checkpoint(tmp_path) == 3
+    assert "lists 3 finished epochs" in caplog.text and "checkpoint.npz is missing" in caplog.text
+    assert "starts again from epoch 1" in caplog.text
+
+
 @pytest.mark.parametrize("stop_after", [1, 2, 3])  # in the head phase, at its end, in fine-tuning
 def test_a_two_phase_fit_resumes_in_the_phase_it_was_in(tmp_path, stop_after):
     import keras

@@ -23,6 +23,7 @@ import shlex
 import signal
 import socket
 import threading
+import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -167,9 +168,9 @@ def load_checkpoint(out_dir):
                     continue
                 group, index = key.rsplit("/", 1)
                 arrays.setdefault(group, {})[int(index)] = data[key]
-    except (OSError, ValueError, KeyError) as err:
-        raise EFRError(f"{path}: damaged training checkpoint ({err}); delete it to restart that training "
-                       "from its first epoch") from err
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:  # a truncated file: BadZipFile
+        raise EFRError(f"{path}: damaged training checkpoint ({type(err).__name__}: {err}); delete it to restart "
+                       "that training from its first epoch (the run's other files are kept)") from err
     return meta, {group: [values[i] for i in range(len(values))] for group, values in arrays.items()}
 
 

@@ -135,6 +135,8 @@ def fit_model(built, train_data, valid_data, settings, meta, strategy, out_dir=N
     model = built.model
     out_dir = Path(out_dir) if out_dir is not None else None
     checkpoint = runstate.load_checkpoint(out_dir) if resumable else None
+    if resumable and checkpoint is None:
+        warn_lost_checkpoint(out_dir, prefix)
     best = BestModelSaver(out_dir / "best.keras" if save_files else None, meta)
     if out_dir is not None:
         _trim_history(out_dir / "history.csv", checkpoint[0]["epochs_done"] if checkpoint else 0)
@@ -219,6 +221,25 @@ def _restore_phase(model, checkpoint, stopping, strategy, end_epoch):
     return done, (done if meta["stopped"] else end_epoch)
 
 
+def warn_lost_checkpoint(out_dir, prefix=""):
+    """Say so when history.csv lists finished epochs but checkpoint.npz is gone: the fit starts again from epoch 1.
+
+    Each epoch's history row is written just before its checkpoint, so one row without a
+    checkpoint is a run stopped between the two; more mean the checkpoint was deleted.
+    Returns the number of epochs listed.
+    """
+    path = Path(out_dir) / "history.csv"
+    if not path.is_file():
+        return 0
+    with open(path, newline="") as handle:
+        epochs = max(len(list(csv.reader(handle))) - 1, 0)
+    if epochs > 1:
+        log.warning("%swarning: %s lists %d finished epochs but %s is missing (deleted?): this training cannot "
+                    "continue where it stopped and starts again from epoch 1; to keep the earlier epochs, put the "
+                    "checkpoint back and run again", prefix, path, epochs, runstate.checkpoint_path(out_dir))
+    return epochs
+
+
 def _trim_history(path, epochs_done):
     """Keep the header and the rows of the first ``epochs_done`` epochs of history.csv (none: remove it).
 
@@ -232,11 +253,13 @@ def _trim_history(path, epochs_done):
         path.unlink()
         return
     with open(path, newline="") as handle:
-        rows = list(csv.reader(handle))
+        text = handle.read()
+    rows = list(csv.reader(io.StringIO(text)))
     if not rows:
         return
     column = rows[0].index("epoch") if "epoch" in rows[0] else 0
     kept = [rows[0]] + [r for r in rows[1:] if r and int(float(r[column])) < epochs_done]
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(kept)
+    # Keras' CSVLogger appends the resumed epochs with its own line ends (\r\n): keep the file's, not mix them.
+    csv.writer(buffer, lineterminator="\r\n" if "\r\n" in text else "\n").writerows(kept)
     write_text_atomic(path, buffer.getvalue())
