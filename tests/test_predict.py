@@ -410,7 +410,7 @@ def test_model_of_an_unfinished_run_is_refused_unless_allowed(model_path, photos
         (run_dir / "state.json").write_text(__import__("json").dumps(dict(info, pid=gone.pid)))
     assert run_cli(["--model", run_dir / "best.keras", photos]) == 2
     assert "interrupted" in caplog.text if state != "failed" else "failed (boom)" in caplog.text
-    assert "--allow-unfinished" in caplog.text and f"efe_cnn.py --resume {run_dir}" in caplog.text
+    assert "--allow-unfinished" in caplog.text and f"efr train --resume {run_dir}" in caplog.text
     caplog.clear()
     assert run_cli(["--model", run_dir / "best.keras", photos, "--allow-unfinished", "--quiet"]) == 0
     assert "used anyway" in caplog.text

@@ -82,7 +82,7 @@ def test_ctrl_c_then_kill_then_resume_equals_an_uninterrupted_run(dataset, tmp_p
 
     code, err = _signal_after(args, history, 2, signal.SIGINT)
     assert code == 130, err[-3000:]
-    assert f"resume with: python efe_cnn.py --resume {runs / 'r'}" in err and "Traceback" not in err
+    assert f"resume with: efr train --resume {runs / 'r'}" in err and "Traceback" not in err
     assert runstate.read_state(runs / "r")["state"] == runstate.INTERRUPTED
     assert not (runs / "r" / "report.html").exists() and not (runs / "r" / "metrics.json").exists()
     first = len(_rows(history))
@@ -237,7 +237,7 @@ def test_a_two_phase_fit_resumes_in_the_phase_it_was_in(tmp_path, stop_after):
 
 def test_sigterm_interrupts_a_run_like_ctrl_c(tmp_path):
     before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(runstate.RunInterrupted, match=r"resume with: python efe_cnn.py --resume"):
+    with pytest.raises(runstate.RunInterrupted, match=r"resume with: efr train --resume"):
         with runstate.tracked_run(tmp_path):
             assert runstate.read_state(tmp_path)["state"] == runstate.RUNNING
             os.kill(os.getpid(), signal.SIGTERM)

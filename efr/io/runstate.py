@@ -3,7 +3,7 @@
 ``runs/<name>/state.json`` (one small JSON file, replaced atomically) says where a run is::
 
     {"state": "running" | "finished" | "failed" | "interrupted", "pid": ..., "host": ...,
-     "resume_command": "python efe_cnn.py --resume runs/<name>", "updated_utc": ..., ...}
+     "resume_command": "efr train --resume runs/<name>", "updated_utc": ..., ...}
 
 A process killed outright (SIGKILL, power cut) cannot write "interrupted", so a
 ``running`` state whose process is gone on this machine reads as interrupted
@@ -44,7 +44,7 @@ class RunInterrupted(KeyboardInterrupt):
 
 
 def resume_command(run_dir):
-    return f"python efe_cnn.py --resume {shlex.quote(str(run_dir))}"
+    return f"efr train --resume {shlex.quote(str(run_dir))}"  # the installed command (efe_cnn.py is a checkout's)
 
 
 def _now():
