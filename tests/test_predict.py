@@ -462,3 +462,14 @@ def test_output_names_follow_pathlib_stems_and_suffixes(tmp_path):
         ("tree/sub/face.jpg", "image"),
     ]
     assert all(isinstance(item.rel, Path) for item in items)
+
+
+def test_annotate_draws_a_too_few_frames_row_without_a_confidence():
+    """Issue 23.6: a --subject-norm track's too_few_frames row (no confidence) was a TypeError in annotate."""
+    from efr.predict.tracks import TOO_FEW_FRAMES
+
+    image = np.zeros((64, 64, 3), np.uint8)
+    rows = [writers.FaceRow("clip.mp4", 0, 0, (8, 8, 30, 30), TOO_FEW_FRAMES, None),
+            writers.FaceRow("clip.mp4", 0, 1, (40, 40, 20, 20), "Happy", 0.75)]
+    drawn = writers.annotate(image, rows)
+    assert drawn.shape == image.shape and drawn.any() and not image.any()

@@ -115,7 +115,8 @@ def annotate(image, rows):
             x, y, w, h = row.box
             colour = _colour(row.label)
             cv2.rectangle(out, (x, y), (x + w, y + h), colour, thickness)
-            text = f"{row.label} {row.confidence:.2f}"
+            # A --subject-norm track's first faces (too_few_frames) have a label and no confidence.
+            text = row.label if row.confidence is None else f"{row.label} {row.confidence:.2f}"
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
         top = max(0, y - th - base - 2 * thickness) if row.box is not None else y
         cv2.rectangle(out, (x, top), (x + tw + 2 * thickness, top + th + base + 2 * thickness), colour, -1)
