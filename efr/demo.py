@@ -66,6 +66,9 @@ def check_settings(settings):
         raise EFRError(f"--img-size {settings.img_size}: use 16 pixels or more (64 is the demo's default)")
     if settings.epochs < 1:
         raise EFRError(f"--epochs {settings.epochs}: use 1 or more")
+    from efr.io.writable import check_writable
+
+    check_writable(settings.out)
 
 
 def held_out_photos(settings):

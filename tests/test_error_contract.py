@@ -85,6 +85,10 @@ CASES = [
     ("cluster", "--dataset {D} --features hog --out {D}/Test/x", "inside --dataset"),  # issue 23.9
     ("cluster", "--dataset {D} --features hog --out {D}", "inside --dataset"),
     ("cluster", "--dataset {M} --features hog --out {R}/c", "not found"),
+    ("crop", "--src {P} --dst {F}/o", "which is a file"),  # issue 23.8: outputs that cannot be written
+    ("predict", "--model {M} {P} --out {F}/o", "which is a file"),
+    ("cluster", "--dataset {D} --features hog --out {F}/c", "which is a file"),
+    ("demo", "--out {F}/demo", "which is a file"),
     ("demo", "--out {R}/demo --subjects 2", "--subjects 2"),
     ("demo", "--out {R}/demo --epochs 0", "--epochs 0"),
     ("demo", "--out {R}/demo --img-size 4", "--img-size 4"),
@@ -120,6 +124,55 @@ def test_a_negative_seed_is_refused_by_the_parser(places, verb, argv, capsys):
         efr([verb, *[a.format(**places) for a in argv.split()], "--seed", "-1"])
     assert exit_info.value.code == EXIT_USER_ERROR and "--seed: -1: use a whole number from 0" in capsys.readouterr().err
     assert not (Path(places["R"]) / "o").exists()
+
+
+@pytest.fixture
+def read_only(monkeypatch):
+    """Every folder refuses new files (tests run as root, where chmod does not stop writes)."""
+    import errno
+
+    from efr.io import writable
+
+    def refuse(folder):
+        raise PermissionError(errno.EACCES, "Permission denied", str(folder))
+
+    monkeypatch.setattr(writable, "_probe", refuse)
+
+
+@pytest.mark.parametrize("verb, argv", [
+    ("crop", "--src {P} --dst {R}/o"), ("pipeline", "--src {P} --out {R}/o"), ("predict", "--model {M} {P} --out {R}/o"),
+    ("evaluate", "--model {M} --data {P} --out {R}/o"), ("cluster", "--dataset {D} --features hog --out {R}/c"),
+    ("demo", "--out {R}/o")])
+def test_a_read_only_output_folder_is_one_line_before_any_work(places, read_only, verb, argv, caplog):
+    """Issue 23.8: a read-only --out/--dst gave tracebacks (predict's after all its work)."""
+    from efr.commands import main as efr
+
+    assert efr([verb, *[a.format(**places) for a in argv.split()]]) == EXIT_USER_ERROR
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "cannot write in" in errors[0] and "Permission denied" in errors[0], errors
+    assert not (Path(places["R"]) / "o").exists()
+
+
+def test_a_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch, caplog):
+    """Issue 23.8: a full disk during crop was a traceback; now one line with the file being written."""
+    import errno
+
+    from efr.commands import main as efr
+    from efr.crop import workers
+    from efr.data.synthetic.render import generate_rafd_like
+    from efr.io.imageio import atomic_path
+
+    def full_disk(path, image, **options):
+        with atomic_path(path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(workers, "write_image", full_disk)
+    generate_rafd_like(tmp_path / "photos", subjects=3, seed=0, size=(170, 256), emotions=("Happy",),
+                       gazes=("frontal",))
+    code = efr(["crop", "--src", str(tmp_path / "photos"), "--dst", str(tmp_path / "D"), "--workers", "1", "--quiet"])
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert code == EXIT_USER_ERROR and len(errors) == 1, caplog.text
+    assert "No space left on device" in errors[0] and str(tmp_path / "D") in errors[0] and "free some space" in errors[0]
 
 
 def test_one_class_dataset_is_a_clear_error(places, tmp_path, caplog):

@@ -54,6 +54,14 @@ def run(main, argv=None):
     except EFRError as err:
         logging.getLogger("efr").error("error: %s", err)
         return EXIT_USER_ERROR
+    except OSError as err:
+        from efr.io.writable import os_error_message
+
+        message = os_error_message(err)  # a full disk or a read-only folder: the user's to fix, not a bug
+        if message is None:
+            raise
+        logging.getLogger("efr").error("error: %s", message)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt as err:
         # A stage that knows how it resumes says so (efr.io.runstate.RunInterrupted); the rest finish on a re-run.
         message = str(err) or "interrupted: finished files are kept; re-run the same command to complete"

@@ -23,6 +23,7 @@ from pathlib import Path
 from efr.commands.cli import setup_logging
 from efr.commands import entry_points
 from efr.io.errors import EFRError
+from efr.io.writable import check_writable
 from efr.io.runinfo import write_json
 
 log = logging.getLogger("efr.pipeline")
@@ -130,7 +131,7 @@ def plan(args):
     from efr.crop.destination import settings_changed
     from efr.train.settings import validate_settings
 
-    project = Path(args.out)
+    project = check_writable(args.out)
     dataset = project / DATASET_DIR
     crop_args = stage_namespace("crop", args, ["--src", args.src, "--dst", dataset])
     if "size" not in vars(args) and vars(args).get("img_size"):

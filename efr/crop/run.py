@@ -43,6 +43,7 @@ from efr.crop.summary import SUMMARY_NAME, _clean, _manifest_rows, make_summary
 from efr.crop.workers import CHECKPOINT_SECONDS, MIN_PHOTOS_PER_WORKER, run_tasks
 from efr.faces import detect as faces, landmarks
 from efr.io.errors import EFRError
+from efr.io.writable import check_writable
 from efr.io.manifest import SPLITS, check_subject_disjoint, read_manifest, write_manifest
 from efr.io.runinfo import library_versions, machine_info, write_json
 
@@ -60,6 +61,7 @@ def crop_dataset(src, dst, options=CropOptions(), workers=None, overwrite=False,
     if workers is not None and int(workers) < 1:
         raise EFRError(f"--workers {workers}: expected 1 or more")
     src, dst = check_folders(src, dst)
+    check_writable(dst, "--dst")
     images, ignored = scan_source(src)
     if ignored:
         log.info("ignoring %d non-image file(s) under %s (e.g. %s)", len(ignored), src, ignored[0].name)

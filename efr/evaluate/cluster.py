@@ -19,6 +19,7 @@ import numpy as np
 
 from efr.io import runstate
 from efr.io.errors import EFRError
+from efr.io.writable import check_writable
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +271,7 @@ def check_options(out_dir, features="model", pca=50, split="Test", centroid_spli
                         "choose an --out elsewhere (e.g. runs/<name>/cluster)")
     if problems:
         raise EFRError("; ".join(problems))
+    check_writable(out)
     if centroid_split and centroid_split == split:
         log.warning("warning: --centroid-split %s is the clustered --split: the nearest-centroid classifier is "
                     "scored on the faces its centroids come from, an optimistic score (use --centroid-split Train, "

@@ -37,6 +37,7 @@ from efr.data.augmented import is_augmented_name
 from efr.crop.options import CropOptions
 from efr.crop.sources import detect_layout, label_photos, scan_source
 from efr.io.errors import EFRError
+from efr.io.writable import check_writable
 from efr.io.imageio import UnreadableImageError, read_image, write_text_atomic
 from efr.io.runinfo import library_versions, machine_info, provenance_rows, write_json
 from efr.evaluate.stats import format_interval, subject_bootstrap_interval, wilson_interval
@@ -108,6 +109,7 @@ def check_folders(data, out, exist_ok=False):
     if out.is_dir() and any(out.iterdir()) and not exist_ok and not _made_here(out):
         raise EFRError(f"--out {out} exists and holds other files: choose a new --out, or add --exist-ok "
                        "to write into it")
+    check_writable(out)
     return data, out
 
 
@@ -395,8 +397,8 @@ def evaluate_folder(settings):
 
     if settings.batch_size < 1:
         raise EFRError(f"--batch-size {settings.batch_size}: expected 1 or more")
-    class_names, _ = check_meta(read_meta(settings.model), settings.model)  # before the slow work
     data, out = check_folders(settings.data, settings.out, settings.exist_ok)
+    class_names, _ = check_meta(read_meta(settings.model), settings.model)  # before the slow work
     photos, unlabelled, layout = label_folder(data, settings.layout, settings.subject_regex, settings.angles,
                                               settings.gazes)
     for photo in photos:

@@ -278,6 +278,10 @@ def atomic_path(path, keep_suffix=False):
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        if err.filename is None:  # a write() that failed (a full disk) names no file: name the one being written
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()

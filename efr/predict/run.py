@@ -28,6 +28,7 @@ from pathlib import Path
 import cv2
 
 from efr.io.errors import EFRError
+from efr.io.writable import check_writable
 from efr.models.litert import DEFAULT_RUNTIME, RUNTIMES
 from efr.predict.predictor import DEFAULT_BATCH_SIZE, Predictor, load_predictor
 from efr.predict.runner import Runner
@@ -74,6 +75,8 @@ def predict(model_path, inputs=(), camera=None, out_dir=None, fmt="csv", batch_s
         raise EFRError(f"--margin {margin}: expected a fraction of the face side between 0 and 2 (e.g. 0.1)")
     if show:
         check_gui()
+    if out_dir is not None:
+        check_writable(out_dir)  # before the model loads and every face is found, not after
     items = collect_inputs(inputs, out_dir) if inputs else []
     if inputs and not items:
         raise EFRError(f"no photos or videos found in {', '.join(str(i) for i in inputs)}")
