@@ -47,7 +47,10 @@ CASES = [
     ("efe_cnn", "--dataset {D} --model nope", "--model nope"),
     ("efe_cnn", "--dataset {D} --name a/b", "plain folder name"),
     ("efe_cnn", "--dataset {D} --fine-tune-lr 0", "--fine-tune-lr"),
-    ("efe_cnn", "--dataset {D} --subject-norm", "--model seed has none"),  # issue 23.14: not silently ignored
+    ("efe_cnn", "--dataset {D} --subject-norm", "--model seed has none"),
+    ("efe_cnn", "--dataset {D} --model fusion --fusion-parts nope", "--fusion-parts nope"),  # issue 23.10
+    ("efe_cnn", "--dataset {D} --model fusion --backbone nope", "--backbone nope"),
+    ("efe_cnn", "--dataset {D} --model fusion --weights {M}", "no such file"),  # issue 23.14: not silently ignored
     ("efe_cnn", "--dataset {M}", "not found"),
     ("efe_cnn", "--resume {M}", "no such run folder"),
     ("crop", "--src {P} --dst {R}/o --size 4", "--size 4"),

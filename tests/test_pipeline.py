@@ -193,3 +193,19 @@ def test_pipeline_help_names_each_stage_of_a_shared_option_once(capsys):
     shown = " ".join(capsys.readouterr().out.split())
     assert "crop: crop:" not in shown and "(crop, augment, train)" in shown
     assert "crop: threads" in shown and "augment: parallel workers" in shown  # different texts: each stage's
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--model", "fusion", "--fusion-parts", "nope"], "--fusion-parts nope"),
+    (["--model", "fusion", "--backbone", "nope"], "--backbone nope"),
+    (["--model", "fusion", "--weights", "/missing.h5"], "--weights /missing.h5: no such file"),
+    (["--folds", "5"], "give --subject-regex"),
+])
+def test_pipeline_refuses_train_settings_before_crop_runs(tmp_path, caplog, extra, message):
+    """Issue 23.10: these were refused by train, after crop and augment had run."""
+    photos = tmp_path / "jaffe"
+    for emotion in ("Happy", "Sad"):
+        (photos / emotion).mkdir(parents=True)
+        (photos / emotion / f"KA.{emotion[:2].upper()}1.1.png").write_bytes(b"")  # never read: refused first
+    assert efr(["pipeline", "--src", str(photos), "--out", str(tmp_path / "P"), *extra]) == 2
+    assert message in caplog.text and not (tmp_path / "P").exists()

@@ -142,8 +142,32 @@ def plan(args):
     if augment_args.copies is not None and augment_args.copies < 1:
         raise EFRError(f"--copies {augment_args.copies}: use 1 or more, or --no-augment")
     train_args = stage_namespace("train", args, ["--dataset", dataset, "--runs-dir", project / RUNS_DIR])
-    validate_settings(train.settings_from_args(train_args))
+    settings = train.settings_from_args(train_args)
+    validate_settings(settings)
+    check_subjects_known(args.src, crop_args, settings)
     return crop_args, augment_args, train_args
+
+
+def check_subjects_known(src, crop_args, settings):
+    """--folds and --subject-norm need each photo's person; on a folder layout only --subject-regex says who.
+
+    Refused here, before crop and augment run, rather than by train after them.
+    """
+    from efr.crop.sources import detect_layout, scan_source
+
+    needs = [option for option, used in (("--folds", settings.folds), ("--subject-norm", settings.subject_norm))
+             if used]
+    if not needs or crop_args.subject_regex:
+        return
+    layout = crop_args.layout
+    if layout == "auto":
+        images, _ = scan_source(Path(src))
+        layout = detect_layout([p.relative_to(Path(src)).as_posix() for p in images])
+    if layout == "folders":
+        raise EFRError(f"{' and '.join(needs)} {'need' if len(needs) > 1 else 'needs'} the person in each photo, "
+                       "and photos in <Emotion>/ folders "
+                       r"do not say who they are: give --subject-regex (e.g. '^([A-Z]{2})\.' for JAFFE's "
+                       "KA.AN1.39.tiff), or leave out " + " and ".join(needs))
 
 
 # ----------------------------------------------------------------------------------

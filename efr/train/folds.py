@@ -50,7 +50,8 @@ def plan_folds(samples, k, valid_fraction=DEFAULT_CV_VALID_FRACTION, seed=0, off
     if unknown:
         raise EFRError(
             f"cross-validation needs a subject per photo, and {len(unknown)} have none (e.g. {unknown[0].path}): "
-            "use a Dataset made by crop.py (its manifest.csv has subjects) or RaFD file names"
+            "crop the photos with --subject-regex (a folder layout does not say who is who; e.g. "
+            r"'^([A-Z]{2})\.' for JAFFE), or use RaFD file names"
         )
     subject_fold = assign_cv_folds(originals, k, seed)
     augmented = [s for s in samples if s.kind == efr_data.AUGMENTED] if offline_aug else []

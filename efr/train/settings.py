@@ -22,6 +22,9 @@ TTA_MODES = ("none", "flip")
 
 TENSORBOARD_DIR = "tensorboard"
 
+# --weights values that are names, not files (efr.models.transfer, efr.models.efrnet).
+NAMED_WEIGHTS = ("none", "imagenet", "fer2013", "efrnet")
+
 
 @dataclass
 class TrainSettings:
@@ -121,6 +124,16 @@ def validate_settings(settings):
         # would say it was used.
         raise EFRError(f"--subject-norm centres the fused features of --model fusion; --model {settings.model} has "
                        "none: leave --subject-norm out, or use --model fusion")
+    if is_fusion(settings):  # named wrongly, they were refused only once the features were being built
+        from efr.models.fusion import BACKBONES, check_parts
+
+        check_parts(str(settings.fusion_parts).split(","))
+        if str(settings.backbone or "").strip().lower() not in BACKBONES:
+            raise EFRError(f"--backbone {settings.backbone}: choose one of {', '.join(BACKBONES)}")
+    weights = str(settings.weights or "").strip()
+    if weights and weights.lower() not in NAMED_WEIGHTS and not Path(weights).expanduser().is_file():
+        raise EFRError(f"--weights {weights}: no such file; give a weights file, 'none' for random initial weights, "
+                       "or leave --weights out for the model's own pretrained weights")
     if settings.tensorboard and is_fusion(settings):
         raise EFRError("--tensorboard logs Keras training epochs; --model fusion fits its head without them: "
                        "leave --tensorboard out (its C sweep is in history.csv)")
