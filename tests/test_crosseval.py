@@ -181,3 +181,28 @@ def test_subject_norm_refusal_advises_what_evaluate_can_do():
         _score_grouped(SimpleNamespace(fusion=fusion), grouped)
     message = str(refused.value)
     assert "drop --subject-norm" not in message and "a model trained without --subject-norm" in message
+
+
+def test_evaluating_on_the_training_photos_is_said_and_marked(tmp_path):
+    """Issue 23.4: a JAFFE model evaluated on JAFFE reported 0.981 with no word that it had seen those photos."""
+    from efr.evaluate.crossdataset import Photo, overlap_line, training_overlap
+    from efr.io.manifest import read_manifest
+    from train_fixtures import make_tiny_dataset
+
+    dataset = make_tiny_dataset(tmp_path, subjects=5, size=16, gazes=("frontal",), emotions=("Happy", "Sad"))
+    rows = read_manifest(dataset)
+    trained = next(r for r in rows if r["split"] == "Train")
+    held_out = next(r for r in rows if r["split"] == "Test")
+    photos = [Photo(dataset / r["output"], r["output"], r["emotion"], r["subject"]) for r in (trained, held_out)]
+    meta = {"dataset": str(dataset), "crop": {"src": str(tmp_path / "photos")}}
+    overlap = training_overlap(meta, photos)
+    assert overlap["files"] == 1 and overlap["subjects"] == [trained["subject"]]
+    assert "NOT A HELD-OUT SCORE" in overlap_line(overlap) and trained["output"] in overlap_line(overlap)
+    assert overlap_line(training_overlap(meta, photos[1:])) is None  # the Test split: held out
+    assert overlap_line(training_overlap({"dataset": str(tmp_path / "gone")}, photos)) is None
+
+    metrics = {"photos": {"scored_faces": 2, "no_face": 0}, "accuracy_faces": 0.981, "accuracy_faces_ci95": [0.9, 1.0],
+               "chance_accuracy": 0.5, "accuracy_all_photos": 0.981, "accuracy_all_photos_ci95": [0.9, 1.0],
+               "classes_not_in_set": [], "training_overlap": overlap}
+    printed = evaluate_cmd.result_lines(metrics, tmp_path)
+    assert printed[0].startswith("NOT A HELD-OUT SCORE")

@@ -80,6 +80,11 @@ def result_lines(metrics, out_dir):
         f"accuracy over all {counts['scored_faces'] + counts['no_face']} photos (no face = wrong): "
         f"{metrics['accuracy_all_photos']:.3f} {format_interval(metrics['accuracy_all_photos_ci95'])}",
     ]
+    from efr.evaluate.crossdataset import overlap_line
+
+    overlap = overlap_line(metrics.get("training_overlap"))
+    if overlap:
+        lines.insert(0, overlap)
     if metrics.get("transductive"):
         lines.append("these numbers are TRANSDUCTIVE: the model was trained with --subject-norm, so each face was "
                      "centred on the mean of the same person's faces in this set")

@@ -310,11 +310,56 @@ def gallery_items(photos, class_names, limit):
         len(wrong)
 
 
+TRAINED_SPLITS = ("Train", "Valid")  # the Dataset splits a model's weights (or its early stopping) saw
+
+
+def training_overlap(meta, photos):
+    """{"files": n, "subjects": [ids], "examples": [...]}: the evaluated photos the model was trained on.
+
+    The model records its Dataset (``meta["dataset"]``) and the folder crop read
+    (``meta["crop"]["src"]``); the Dataset's manifest lists which source photos and
+    subjects went into Train and Valid.  A photo is the same file when its path is one
+    of those sources or their crops; subjects are compared by id (RaFD numbers,
+    --subject-regex), which names the same people only within one collection.
+    """
+    from efr.io.manifest import read_manifest
+
+    dataset = Path(str(meta.get("dataset") or ""))
+    src = (meta.get("crop") or {}).get("src")
+    if not str(meta.get("dataset") or "") or not dataset.is_dir():
+        return {"files": 0, "subjects": [], "examples": [], "checked": False}
+    trained = [r for r in read_manifest(dataset) if r["split"] in TRAINED_SPLITS and r["status"] == "ok"]
+    paths = {(dataset / r["output"]).resolve() for r in trained if r["output"]}
+    if src:
+        paths |= {(Path(src) / r["source"]).resolve() for r in trained if r["source"] and r["kind"] == "original"}
+    same = [p for p in photos if p.path.resolve() in paths]
+    subjects = {r["subject"] for r in trained if r["subject"]}
+    shared = sorted({p.subject for p in photos if p.subject} & subjects)
+    return {"files": len(same), "subjects": shared, "examples": [p.rel for p in same[:3]], "checked": True}
+
+
+def overlap_line(overlap):
+    """The warning for an evaluation on the model's own training data, or None."""
+    if not overlap or not (overlap["files"] or overlap["subjects"]):
+        return None
+    parts = []
+    if overlap["files"]:
+        parts.append(f"{overlap['files']} of these photos are ones the model was trained on "
+                     f"(e.g. {', '.join(overlap['examples'])})")
+    if overlap["subjects"]:
+        listed = ", ".join(overlap["subjects"][:8]) + (", ..." if len(overlap["subjects"]) > 8 else "")
+        parts.append(f"{len(overlap['subjects'])} subject id(s) are also in its Train/Valid split ({listed})")
+    return ("NOT A HELD-OUT SCORE: " + "; ".join(parts) + ": the accuracy is optimistic; evaluate on photos "
+            "of people the model never saw")
+
+
 def summary_rows(metrics, settings, meta):
     counts = metrics["photos"]
     outside = metrics["answers_outside_set"]
     subjects = metrics["test_subject_count"]
-    rows = [
+    overlap = overlap_line(metrics.get("training_overlap"))
+    rows = [("WARNING", overlap)] if overlap else []
+    rows += [
         ("model", f"{settings.model} ({meta.get('model', '?')}, trained on {meta.get('dataset', '?')})"),
         ("evaluated on", settings.data),
         ("photos labelled", counts["labelled"]),
@@ -423,6 +468,9 @@ def evaluate_folder(settings):
     write_json(out / "args.json", args)
     metrics = score(photos, class_names, settings.seed)
     metrics["transductive"] = bool(predictor.subject_norm)
+    metrics["training_overlap"] = training_overlap(predictor.meta, photos)
+    if overlap_line(metrics["training_overlap"]):
+        log.warning("warning: %s", overlap_line(metrics["training_overlap"]))
     left_out = Counter(status for _, status, _ in unlabelled)
     metrics["left_out"] = {"unknown_label": left_out.get("unknown_label", 0), "filtered": left_out.get("filtered", 0)}
     report_path = write_outputs(out, photos, metrics, class_names, settings, predictor.meta, args)
