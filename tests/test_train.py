@@ -143,6 +143,7 @@ def test_report_gives_interval_subjects_flags_and_provenance(trained):
     for name in ("args.json", "history.csv", "metrics.json", "test_predictions.csv"):
         assert f'<a href="{name}">' in text
     assert "git commit" in text and "EFR version" in text and "tensorflow" in text
+    assert "<td>crop</td>" in text and "<td>test-time augmentation</td>" in text  # issue 23.5: settings shown
     assert "subject 1" in text or "subject 0" in text  # gallery captions name the subject
 
 
@@ -365,3 +366,20 @@ def test_a_model_that_cannot_be_built_leaves_no_run_folder(small, tmp_path, monk
         assert _train(small, tmp_path / "runs", "--name", "x", "--img-size", 32, *extra) == EXIT_USER_ERROR
         assert not (tmp_path / "runs" / "x").exists()
     assert "could not download the weights" in caplog.text
+
+
+def test_report_settings_rows_show_crop_alignment_augmentation_and_fusion(tmp_path):
+    """Issue 23.5: crop, alignment, augmentation and fusion settings were only inside the report's command line."""
+    from efr.train.evidence import settings_rows
+    from efr.train.settings import TrainSettings
+
+    (tmp_path / "crop_settings.json").write_text(json.dumps({"settings": {
+        "size": 128, "margin": 0.1, "cascade": "haarcascade_frontalface_alt.xml", "layout": "folders",
+        "subject_regex": "^([A-Z]{2})\\.", "align": "eyes"}}))
+    (tmp_path / "augment.json").write_text(json.dumps({"settings": {"recipe": "default", "copies": 2, "seed": 3}}))
+    rows = dict(settings_rows(TrainSettings(dataset=str(tmp_path), model="fusion", fusion_parts="trunk,hog",
+                                            subject_norm=True)))
+    assert rows["crop"].startswith("128 px, margin 0.1") and "^([A-Z]{2})" in rows["crop"]
+    assert rows["alignment"] == "eyes" and "data_aug default x2 (seed 3)" in rows["augmentation"]
+    assert "parts trunk,hog" in rows["fusion"] and "TRANSDUCTIVE" in rows["fusion"]
+    assert "fusion" not in dict(settings_rows(TrainSettings(dataset=str(tmp_path / "none"))))

@@ -17,11 +17,11 @@ from efr.io.imageio import write_text_atomic
 from efr.io.runinfo import write_json
 from efr.train.dataset import _check_enough, prepare_cross_validation, synthetic_dataset
 from efr.train.evidence import (_base_args, _model_args, _per_class_table, _transductive_note, accuracy_evidence,
-                                epoch_histories, evidence_rows, provenance)
+                                epoch_histories, evidence_rows, provenance, settings_rows)
 from efr.train.fit import set_seeds
 from efr.train.rundir import FOLD_RESULT_NAME, make_run_dir
 from efr.train.score import _build, _model_meta, fit_and_score, predictions_csv, train_batch
-from efr.train.settings import RunResult
+from efr.train.settings import RunResult, is_fusion
 
 log = logging.getLogger(__name__)
 
@@ -219,10 +219,12 @@ def _finish_cv(settings, run_dir, k, class_names, originals, size, fold_rows, al
             ("pooled accuracy", pooled["accuracy"]),
             *evidence_rows(evidence),
             ("chance accuracy", pooled["chance_accuracy"]),
+            *settings_rows(settings),
             ("seed", settings.seed),
         ],
         tables=[
-            ("Folds", ("fold", "accuracy", "macro-F1", "train", "valid", "test", "epochs", "test subjects"),
+            ("Folds", ("fold", "accuracy", "macro-F1", "train", "valid", "test",
+                       "C values tried" if is_fusion(settings) else "epochs", "test subjects"),
              [(r["fold"], r["accuracy"], r["macro_f1"], r["train_images"], r["valid_images"], r["test_images"],
                r["epochs_run"], r["test_subjects"]) for r in fold_rows]),
             ("Per class (pooled held-out folds)", ("class", "precision", "recall", "F1", "support"),

@@ -47,6 +47,41 @@ def _model_args(built):
     }
 
 
+def settings_rows(settings):
+    """The report's rows for what made the data and the model: crop, alignment, augmentation, fusion, TTA.
+
+    Read from the Dataset's crop_settings.json and augment.json, so a result made from
+    crops of other settings (a stale run) shows it in the table, not only in the command line.
+    """
+    from efr.crop.destination import read_settings as read_crop_settings
+    from efr.data.augmented import RUN_INFO_NAME
+
+    crop = read_crop_settings(settings.dataset) or {}
+    rows = []
+    if crop:
+        rows.append(("crop", f"{crop.get('size')} px, margin {crop.get('margin')}, cascade {crop.get('cascade')}, "
+                             f"layout {crop.get('layout')}, subjects by "
+                             f"{crop.get('subject_regex') or ('file name' if crop.get('layout') == 'rafd' else 'photo')}"))
+        rows.append(("alignment", crop.get("align", "none")))
+    else:
+        rows.append(("crop", "unknown (the Dataset has no crop_settings.json)"))
+    augment_path = Path(settings.dataset) / RUN_INFO_NAME
+    augment = {}
+    if settings.offline_aug and augment_path.is_file():
+        try:
+            augment = json.loads(augment_path.read_text(encoding="utf-8")).get("settings") or {}
+        except (OSError, ValueError, AttributeError):
+            augment = {}
+    offline = (f"data_aug {augment.get('recipe')} x{augment.get('copies')} (seed {augment.get('seed')})" if augment
+               else "data_aug files: " + ("none" if settings.offline_aug else "ignored"))
+    rows.append(("augmentation", f"online: {settings.augment}; {offline}"))
+    if is_fusion(settings):
+        rows.append(("fusion", f"backbone {settings.backbone}, parts {settings.fusion_parts}, "
+                               f"subject-norm {'on (TRANSDUCTIVE)' if settings.subject_norm else 'off'}"))
+    rows.append(("test-time augmentation", settings.tta))
+    return rows
+
+
 def _summary_rows(metrics, evidence, extra):
     rows = [(k, v) for k, v in extra]
     rows += [

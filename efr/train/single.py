@@ -11,10 +11,10 @@ from efr.io.manifest import SPLITS
 from efr.io.runinfo import write_json
 from efr.train.dataset import _check_enough, prepare_single_run, synthetic_dataset
 from efr.train.evidence import (_base_args, _coverage_notes, _model_args, _per_class_table, _summary_rows,
-                                _transductive_note, accuracy_evidence, epoch_histories, provenance)
+                                _transductive_note, accuracy_evidence, epoch_histories, provenance, settings_rows)
 from efr.train.rundir import make_run_dir
 from efr.train.score import _build, _model_meta, fit_and_score, predictions_csv, train_batch
-from efr.train.settings import RunResult
+from efr.train.settings import RunResult, is_fusion
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +120,10 @@ def _train_once_in(run_dir, resuming, built, settings, strategy, view):
             ("model", f"{settings.model} ({size} x {size}, {built.model.count_params():,} parameters)"),
             ("dataset", str(settings.dataset)),
             ("images Train / Valid / Test", f"{len(train)} / {len(valid)} / {len(test)}"),
-            ("epochs run (best)", f"{fit['epochs_run']} ({fit['best_epoch']})"),
-            ("augmentation", f"online: {settings.augment}; data_aug.py files: {'used' if settings.offline_aug else 'ignored'}"),
+            # A fusion head is fitted once per point of its C grid, not over epochs.
+            ("C values tried (best)" if is_fusion(settings) else "epochs run (best)",
+             f"{fit['epochs_run']} ({fit['best_epoch']})"),
+            *settings_rows(settings),
             ("seed", settings.seed),
         ]),
         tables=[("Per class (test)", ("class", "precision", "recall", "F1", "support"),
