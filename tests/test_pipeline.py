@@ -209,3 +209,21 @@ def test_pipeline_refuses_train_settings_before_crop_runs(tmp_path, caplog, extr
         (photos / emotion / f"KA.{emotion[:2].upper()}1.1.png").write_bytes(b"")  # never read: refused first
     assert efr(["pipeline", "--src", str(photos), "--out", str(tmp_path / "P"), *extra]) == 2
     assert message in caplog.text and not (tmp_path / "P").exists()
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_pipeline_quiet_prints_the_result_not_the_stage_tables(monkeypatch, tmp_path, capsys, quiet):
+    """Issue 23.16: pipeline --quiet printed every stage's table."""
+    from types import SimpleNamespace
+
+    from efr.commands import pipeline as cmd
+
+    metrics = {"test_accuracy": 0.5, "chance_accuracy": 0.125, "macro_f1": 0.4, "accuracy_ci95": [0.4, 0.6]}
+    monkeypatch.setattr(cmd, "plan", lambda args: (SimpleNamespace(dst="D"), None, SimpleNamespace(folds=0)))
+    monkeypatch.setattr(cmd, "run_crop", lambda a: print("| crop table |"))
+    monkeypatch.setattr(cmd, "run_augment", lambda a, enabled: print("| augment table |"))
+    monkeypatch.setattr(cmd, "run_train", lambda project, a, args: (tmp_path / "run", metrics))
+    cmd.run_args(SimpleNamespace(out=str(tmp_path), src="photos", quiet=quiet, verbose=False, no_augment=False))
+    out = capsys.readouterr().out
+    assert ("crop table" in out) is (not quiet) and ("=== [1/3]" in out) is (not quiet)
+    assert "=== done ===" in out and "report:" in out and "0.500" in out

@@ -13,8 +13,10 @@ share, such as --seed, --workers or --folds, goes to both).  Reference: docs/pip
 """
 
 import argparse
+import contextlib
 import copy
 import hashlib
+import io
 import json
 import logging
 from dataclasses import asdict
@@ -336,6 +338,22 @@ def run_args(args):
     crop_args, augment_args, train_args = plan(args)
     project = Path(args.out)
     project.mkdir(parents=True, exist_ok=True)
+    quiet = vars(args).get("quiet", False)
+    # --quiet: the stages' banners and tables are not shown (warnings and errors still are), only the result.
+    with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
+        run_dir, metrics, model_dir = run_stages(project, args, crop_args, augment_args, train_args)
+    print(("" if quiet else "\n") + "=== done ===")
+    print(f"model: {model_dir / 'best.keras'}")
+    print(accuracy_line(metrics))
+    transductive = transductive_line(metrics)
+    if transductive:
+        print(transductive)
+    print(f"report: {run_dir / 'report.html'}")
+    return run_dir
+
+
+def run_stages(project, args, crop_args, augment_args, train_args):
+    """Crop, augment, train; (run folder of the result, its metrics, folder of the model to keep)."""
     banner(1, f"crop: faces from {args.src} into {crop_args.dst}")
     run_crop(crop_args)
     banner(2, "augment: copies of the Train/Valid faces (Test untouched)")
@@ -349,14 +367,7 @@ def run_args(args):
         banner(3, "train: on Train, stopped on Valid, tested on Test; report")
         run_dir, metrics = run_train(project, train_args, args)
         model_dir = run_dir
-    print("\n=== done ===")
-    print(f"model: {model_dir / 'best.keras'}")
-    print(accuracy_line(metrics))
-    transductive = transductive_line(metrics)
-    if transductive:
-        print(transductive)
-    print(f"report: {run_dir / 'report.html'}")
-    return run_dir
+    return run_dir, metrics, model_dir
 
 
 def final_model_args(train_args):
