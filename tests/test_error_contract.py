@@ -125,7 +125,8 @@ def test_a_negative_seed_is_refused_by_the_parser(places, verb, argv, capsys):
 
     with pytest.raises(SystemExit) as exit_info:
         efr([verb, *[a.format(**places) for a in argv.split()], "--seed", "-1"])
-    assert exit_info.value.code == EXIT_USER_ERROR and "--seed: -1: use a whole number from 0" in capsys.readouterr().err
+    assert exit_info.value.code == EXIT_USER_ERROR
+    assert "--seed: -1: use a whole number from 0" in capsys.readouterr().err
     assert not (Path(places["R"]) / "o").exists()
 
 
@@ -143,7 +144,8 @@ def read_only(monkeypatch):
 
 
 @pytest.mark.parametrize("verb, argv", [
-    ("crop", "--src {P} --dst {R}/o"), ("pipeline", "--src {P} --out {R}/o"), ("predict", "--model {M} {P} --out {R}/o"),
+    ("crop", "--src {P} --dst {R}/o"), ("pipeline", "--src {P} --out {R}/o"),
+    ("predict", "--model {M} {P} --out {R}/o"),
     ("evaluate", "--model {M} --data {P} --out {R}/o"), ("cluster", "--dataset {D} --features hog --out {R}/c"),
     ("demo", "--out {R}/o")])
 def test_a_read_only_output_folder_is_one_line_before_any_work(places, read_only, verb, argv, caplog):
@@ -175,7 +177,8 @@ def test_a_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch, caplog):
     code = efr(["crop", "--src", str(tmp_path / "photos"), "--dst", str(tmp_path / "D"), "--workers", "1", "--quiet"])
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert code == EXIT_USER_ERROR and len(errors) == 1, caplog.text
-    assert "No space left on device" in errors[0] and str(tmp_path / "D") in errors[0] and "free some space" in errors[0]
+    assert "No space left on device" in errors[0] and str(tmp_path / "D") in errors[0]
+    assert "free some space" in errors[0]
 
 
 def test_one_class_dataset_is_a_clear_error(places, tmp_path, caplog):

@@ -59,9 +59,9 @@ def settings_rows(settings):
     crop = read_crop_settings(settings.dataset) or {}
     rows = []
     if crop:
+        subjects = crop.get("subject_regex") or ("file name" if crop.get("layout") == "rafd" else "photo")
         rows.append(("crop", f"{crop.get('size')} px, margin {crop.get('margin')}, cascade {crop.get('cascade')}, "
-                             f"layout {crop.get('layout')}, subjects by "
-                             f"{crop.get('subject_regex') or ('file name' if crop.get('layout') == 'rafd' else 'photo')}"))
+                             f"layout {crop.get('layout')}, subjects by {subjects}"))
         rows.append(("alignment", crop.get("align", "none")))
     else:
         rows.append(("crop", "unknown (the Dataset has no crop_settings.json)"))
