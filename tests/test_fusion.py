@@ -36,6 +36,8 @@ def dataset(tmp_path_factory):
 
 
 def settings(dataset, runs, **kw):
+    """Fusion on the FER2013 mini-Xception trunk (a random stand-in file); efrnet's own tests are below."""
+    kw.setdefault("backbone", "fer2013")
     return TrainSettings(dataset=str(dataset), runs_dir=str(runs), model="fusion", seed=0, **kw)
 
 
@@ -83,7 +85,7 @@ def test_fusion_model_round_trips_through_predict(plain_run, dataset):
 
 
 def test_fusion_features_are_cached(plain_run, dataset, fer_like_file, monkeypatch):
-    built = fusion.build_fusion(4, weights=str(fer_like_file))
+    built = fusion.build_fusion(4, weights=str(fer_like_file), backbone="fer2013")
     caches = list((dataset / fusion.CACHE_FOLDER).glob("features-*.npz"))
     assert caches, "no feature cache was written"
 
@@ -179,7 +181,7 @@ def test_backbone_features_with_stand_in_weights(dataset, tmp_path):
 
 def test_bad_fusion_options_are_user_errors(fer_like_file):
     with pytest.raises(EFRError, match="--fusion-parts"):
-        fusion.build_fusion(3, weights=str(fer_like_file), parts=["trunk", "nose"])
+        fusion.build_fusion(3, weights=str(fer_like_file), backbone="fer2013", parts=["trunk", "nose"])
     with pytest.raises(EFRError, match="--backbone"):
         fusion.build_fusion(3, weights=str(fer_like_file), backbone="vgg")
 

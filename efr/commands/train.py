@@ -17,7 +17,8 @@ from efr.commands import entry_points
 SUMMARY = "train (or cross-validate) a classifier on a Dataset; writes runs/<name>/report.html"
 PARSER_KWARGS = {"description": __doc__.replace("`efr train` / ", ""),
                  "formatter_class": argparse.RawDescriptionHelpFormatter}
-MODEL_CHOICES_HELP = "seed (the original CNN, default) or a transfer model: fer2013, mobilenetv3small, efficientnetb0, resnet50"
+MODEL_CHOICES_HELP = ("seed (the original CNN, default), fusion (frozen features + softmax head), or a transfer model: "
+                      "efrnet (EFR's own FER2013 network, shipped), fer2013, mobilenetv3small, efficientnetb0, resnet50")
 
 
 def add_arguments(parser):
@@ -43,8 +44,9 @@ def add_arguments(parser):
     parser.add_argument("--model", default="seed", help=MODEL_CHOICES_HELP)
     parser.add_argument("--weights", help="transfer models: a local weights file, or 'none' for random init "
                         "(default: the model's pretrained weights)")
-    parser.add_argument("--backbone", default="fer2013",
-                        help="--model fusion: the frozen network whose features are fused: fer2013 (default) or a "
+    parser.add_argument("--backbone", default="efrnet",
+                        help="--model fusion: the frozen network whose features are fused: efrnet (default; EFR's "
+                        "own, shipped), fer2013 (the 2017 mini-Xception, downloaded) or a "
                         "keras.applications backbone (mobilenetv3small, efficientnetb0, resnet50; ImageNet weights "
                         "download on first use, or give them with --weights)")
     parser.add_argument("--fusion-parts", default="trunk,hog,landmarks",

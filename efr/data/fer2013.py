@@ -105,3 +105,16 @@ def load_split(source, split, progress=None):
     if not images:
         raise EFRError(f"{source}: FER2013 split {split} has no images")
     return np.stack(images), np.asarray(labels, dtype=np.int64), skipped
+
+
+def check_source(source):
+    """Refuse a ``source`` that is neither FER2013's csv nor a folder with Training/ and PublicTest/ (fast)."""
+    source = Path(source)
+    if not source.exists():
+        raise EFRError(f"--data {source}: not found; give fer2013.csv or a folder with Training/ and PublicTest/")
+    if find_csv(source) is not None:
+        return
+    missing = [split for split in ("Training", "PublicTest") if not (source / split).is_dir()]
+    if missing:
+        raise EFRError(f"--data {source}: no fer2013.csv and no {' or '.join(missing)}/ folder; give FER2013's csv "
+                       f"or a folder of Training/<Emotion>/ and PublicTest/<Emotion>/ images")

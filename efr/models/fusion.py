@@ -39,14 +39,15 @@ LANDMARK_SIZE = 192  # faces are given to the face mesh at (at least) its own in
 
 CACHE_FOLDER = "features_cache"  # inside the dataset folder
 
-BACKBONES = ("fer2013", "mobilenetv3small", "efficientnetb0", "resnet50")
+DEFAULT_BACKBONE = "efrnet"  # EFR's own FER2013 network (efr.models.efrnet), shipped with EFR
+BACKBONES = ("efrnet", "fer2013", "mobilenetv3small", "efficientnetb0", "resnet50")
 
 
 @dataclass
 class FusionSpec:
     """What the fused vector is made of (stored in the model's efr.json under "fusion")."""
 
-    backbone: str = "fer2013"
+    backbone: str = DEFAULT_BACKBONE
     image_size: int = feats.TRUNK_SIZE
     parts: tuple = feats.PARTS
     subject_norm: bool = False
@@ -77,6 +78,12 @@ def check_parts(parts):
 
 def backbone_feature_model(backbone, weights=None, image_size=None):
     """(Keras model RGB [0, 255] -> features, its input side, weights record) for a backbone name."""
+    if backbone == "efrnet":
+        from efr.models import efrnet
+
+        size = int(image_size or efrnet.SIDE)
+        model, info = efrnet.feature_model(weights, size)
+        return model, size, info
     if backbone == "fer2013":
         size = int(image_size or feats.TRUNK_SIZE)
         model, info = feats.trunk_feature_model(weights, size)
@@ -265,13 +272,13 @@ class FusionBuilt:
     plain_head: object = None  # --subject-norm: the same head without centring, for the side-by-side number
 
 
-def build_fusion(num_classes, image_size=None, weights=None, backbone="fer2013", parts=feats.PARTS,
+def build_fusion(num_classes, image_size=None, weights=None, backbone=DEFAULT_BACKBONE, parts=feats.PARTS,
                  subject_norm=False):
     """A FusionBuilt ready for ``fit_fusion``; loads the trunk's weights now (errors before any run folder)."""
     if int(num_classes) < 2:
         raise EFRError(f"a classifier needs at least 2 classes; the dataset has {num_classes}")
     parts = check_parts(parts)
-    backbone = str(backbone or "fer2013").strip().lower()
+    backbone = str(backbone or DEFAULT_BACKBONE).strip().lower()
     if backbone not in BACKBONES:
         raise EFRError(f"--backbone {backbone}: choose one of {', '.join(BACKBONES)}")
     trunk_model, size, info = (None, int(image_size or feats.TRUNK_SIZE), {"source": None, "note": "no trunk"})
@@ -284,7 +291,17 @@ def build_fusion(num_classes, image_size=None, weights=None, backbone="fer2013",
     meta = {"model": FUSION, "image_size": [size, size], "weights": dict(info),
             "preprocessing": "trunk: as its backbone; hand: HOG of the grey 64x64 face and eye-normalised "
                              "face-mesh landmarks, computed outside the Keras graph (efr.models.fusion.FusionRunner)"}
-    return FusionBuilt(trunk_model, size, spec, trunk_model, dict(info), meta)
+    model = trunk_model if trunk_model is not None else _hand_only_model(spec)
+    return FusionBuilt(model, size, spec, trunk_model, dict(info), meta)
+
+
+def _hand_only_model(spec):
+    """What stands for the model until the head is fitted when the fused vector has no trunk part."""
+    import keras
+    from keras import layers
+
+    hand = keras.Input((sum(spec.hand_dims.values()),), name="hand")
+    return keras.Model(hand, layers.Identity(name="fused")(hand), name="fusion_hand_features")
 
 
 def feature_config(built):

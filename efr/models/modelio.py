@@ -16,6 +16,16 @@ from efr.io.errors import EFRError
 from efr.io.imageio import atomic_path
 
 META_ENTRY = "efr.json"
+# Models that ship with EFR, usable by name wherever a model file is taken (--model efrnet).
+BUILTIN_MODELS = {"efrnet": Path(__file__).resolve().parent / "weights" / "efrnet.keras"}
+
+
+def resolve_model(path):
+    """A built-in model's file for its name (``efrnet``), else ``path`` itself, as a Path."""
+    key = str(path).strip().lower()
+    if key in BUILTIN_MODELS and not Path(path).exists():
+        return BUILTIN_MODELS[key]
+    return Path(path)
 
 
 def save_model(model, path, meta):
@@ -32,7 +42,7 @@ def save_model(model, path, meta):
 
 def read_meta(path):
     """The EFR metadata of a saved model; a clear error when the file has none."""
-    path = Path(path)
+    path = resolve_model(path)
     if not path.is_file():
         raise EFRError(f"model file {path} not found: train one with efe_cnn.py (runs/<name>/best.keras)")
     try:
@@ -51,6 +61,7 @@ def load_model(path, compile=False):
     """Load a saved EFR model in Keras safe mode; return (model, meta)."""
     import keras  # deferred: importing TensorFlow costs seconds, and most callers need only the meta
 
+    path = resolve_model(path)
     meta = read_meta(path)
     try:
         model = keras.models.load_model(path, compile=compile, safe_mode=True)

@@ -1,7 +1,10 @@
 """Transfer learning: a pretrained trunk with a new head for the dataset's emotions.
 
-Two kinds of start:
+Three kinds of start:
 
+- ``efrnet``: EFR's own expression network (efr.models.efrnet), trained on FER2013 by
+  ``efr backbone`` and shipped with EFR (no download): its layers up to the 256 features,
+  with a new head; 48x48 grey faces.
 - ``fer2013``: the FER2013 mini-Xception of oarriaga/face_classification (MIT licence;
   64x64 greyscale faces in [-1, 1]; 7 classes).  Its convolutional trunk (everything
   before the final class convolution, global pooling and softmax) is kept and a new
@@ -43,7 +46,7 @@ FER2013_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neut
 # Default input side per model.  fer2013 is the source model's own 64; the ImageNet
 # backbones were trained at 224, but 128 keeps CPU training of a few hundred faces in
 # minutes and all three accept it (MobileNetV3's ImageNet weights come for 96-224).
-DEFAULT_IMAGE_SIZES = {"fer2013": 64, "mobilenetv3small": 128, "efficientnetb0": 128, "resnet50": 128}
+DEFAULT_IMAGE_SIZES = {"efrnet": 48, "fer2013": 64, "mobilenetv3small": 128, "efficientnetb0": 128, "resnet50": 128}
 TRANSFER_MODELS = tuple(DEFAULT_IMAGE_SIZES)
 # Training settings a model starts from where the caller gives none (efr.train.run fills
 # the rest from its general defaults).  fer2013: the best of three recipes in 5-fold
@@ -53,6 +56,7 @@ TRANSFER_MODELS = tuple(DEFAULT_IMAGE_SIZES)
 # weights offline), so they keep the general defaults.
 TRAINING_DEFAULTS = {
     "fer2013": {"epochs": 60, "fine_tune_epochs": 0, "batch_size": 16, "lr": 3e-3, "patience": 8},
+    "efrnet": {"epochs": 60, "fine_tune_epochs": 0, "batch_size": 16, "lr": 3e-3, "patience": 8},
 }
 DEFAULT_DROPOUT = 0.3
 
@@ -62,6 +66,8 @@ LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 RESNET_BGR_MEANS = (103.939, 116.779, 123.68)
 
 PREPROCESSING = {
+    "efrnet": "RGB [0,255] -> (Resizing to 48, area) -> grey (fixed 1x1 conv, BT.601 luma) -> Rescaling(1/127.5, "
+              "offset=-1)",
     "fer2013": "RGB [0,255] -> grey (fixed 1x1 conv, BT.601 luma) -> Rescaling(1/127.5, offset=-1)",
     "mobilenetv3small": "MobileNetV3 built-in preprocessing (include_preprocessing=True, expects [0,255])",
     "efficientnetb0": "EfficientNet built-in Rescaling + Normalization (expects [0,255])",
@@ -291,6 +297,23 @@ def build_fer2013(num_classes, weights=None, image_size=None, dropout=DEFAULT_DR
     return TransferModel(model, image_size, trunk, weights_info, {})
 
 
+# --------------------------------------------------------------------------- efrnet
+
+
+def build_efrnet(num_classes, weights=None, image_size=None, dropout=DEFAULT_DROPOUT):
+    """EFR's own FER2013 network (efr.models.efrnet, shipped) up to its 256 features, with a new head."""
+    import keras
+
+    from efr.models import efrnet
+
+    image_size = int(image_size or DEFAULT_IMAGE_SIZES["efrnet"])
+    core, weights_info = efrnet.load_core(weights)
+    trunk = keras.Model(core.inputs, core.get_layer(efrnet.FEATURES_LAYER).output, name="efrnet_trunk")
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    outputs = _head(trunk(efrnet.rgb_front(inputs, image_size)), num_classes, dropout, pool=False)
+    return TransferModel(keras.Model(inputs, outputs, name="efrnet_transfer"), image_size, trunk, weights_info, {})
+
+
 # --------------------------------------------------------------------------- keras.applications
 
 
@@ -401,7 +424,9 @@ def build_transfer_model(name, num_classes, weights=None, image_size=None, dropo
         raise EFRError(f"a classifier needs at least 2 classes, got {num_classes}")
     if image_size is not None and int(image_size) < 32:
         raise EFRError(f"image size {image_size} is too small for {key}: use 32 or more")
-    if key == "fer2013":
+    if key == "efrnet":
+        built = build_efrnet(int(num_classes), weights, image_size, dropout)
+    elif key == "fer2013":
         built = build_fer2013(int(num_classes), weights, image_size, dropout, seed=seed)
     else:
         built = build_application(key, int(num_classes), weights, image_size, dropout)

@@ -239,9 +239,9 @@ def load_predictor(model_path, allow_unfinished=False, runtime=DEFAULT_RUNTIME, 
     ``runtime``: "auto" (LiteRT when the model converts and gives Keras' outputs, else Keras),
     "litert" or "keras" (efr.models.litert).
     """
-    from efr.models.modelio import load_model, read_meta
+    from efr.models.modelio import load_model, read_meta, resolve_model
 
-    model_path = Path(model_path)
+    model_path = resolve_model(model_path)  # a built-in name (efrnet) -> its shipped file
     if model_path.is_dir():
         raise EFRError(f"--model {model_path} is a folder: give the .keras file, e.g. {model_path / 'best.keras'}")
     check_meta(read_meta(model_path), model_path)  # a bad file is refused before TensorFlow loads (seconds)

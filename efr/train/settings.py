@@ -57,7 +57,7 @@ class TrainSettings:
     gallery_size: int = 48
     tta: str = "none"  # "flip": test-time augmentation, each face and its mirror image (recorded in the model)
     # --model fusion (efr.models.fusion)
-    backbone: str = "fer2013"
+    backbone: str = "efrnet"  # efr.models.fusion.DEFAULT_BACKBONE
     fusion_parts: str = "trunk,hog,landmarks"
     subject_norm: bool = False
     tensorboard: bool = False  # also write TensorBoard logs (run folder / tensorboard)
