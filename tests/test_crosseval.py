@@ -183,6 +183,21 @@ def test_subject_norm_refusal_advises_what_evaluate_can_do():
     assert "drop --subject-norm" not in message and "a model trained without --subject-norm" in message
 
 
+def test_subject_norm_refusal_advice_is_the_callers():
+    """check_groups says what its caller can do; evaluate no longer rewrites training's advice."""
+    import inspect
+
+    from efr.evaluate import crossdataset
+    from efr.io.errors import EFRError
+    from efr.models.features import check_groups
+
+    with pytest.raises(EFRError, match=r"leave them out, or drop --subject-norm$"):
+        check_groups({"A": [0]})
+    with pytest.raises(EFRError, match=r"leave them out, or do something else$"):
+        check_groups({"A": [0]}, advice="or do something else")
+    assert ".replace(" not in inspect.getsource(crossdataset._score_grouped)
+
+
 def test_evaluating_on_the_training_photos_is_said_and_marked(tmp_path):
     """Issue 23.4: a JAFFE model evaluated on JAFFE reported 0.981 with no word that it had seen those photos."""
     from efr.evaluate.crossdataset import Photo, overlap_line, training_overlap

@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 
 LAYOUTS = ("auto", "rafd", "folders")
 KIND = "efr-evaluation"  # metrics.json's "kind": marks a folder this module may overwrite
+# evaluate has no --subject-norm to drop: the model decides the centring (efr.models.features.check_groups)
+EVALUATE_ADVICE = ("or evaluate a model trained without --subject-norm (the model, not an option of evaluate, "
+                   "decides the centring)")
 OUTPUT_FILES = ("args.json", "metrics.json", "predictions.csv", "classification_report.txt", "confusion_matrix.csv")
 # Status of each photo in predictions.csv
 SCORED, NO_FACE, UNREADABLE, OTHER_CLASS = "scored", "no_face", "unreadable", "class_not_in_model"
@@ -218,17 +221,15 @@ def _score_grouped(predictor, grouped):
     """A --subject-norm model: each face centred on the mean of the same person's faces (TRANSDUCTIVE)."""
     import numpy as np
 
+    from efr.models.features import subject_means
+
     fusion = predictor.fusion
     subjects = [photo.subject for photo, _, _ in grouped]
     views = [np.stack([raw for _, raw, _ in grouped])]
     if grouped[0][2] is not None:
         views.append(np.stack([mirrored for _, _, mirrored in grouped]))
-    try:
-        probs = sum(fusion.probabilities(v, fusion.offsets(v, subjects, where="the evaluated photos")) for v in views)
-    except EFRError as err:  # efr.models.features advises training's option, which evaluate does not have
-        raise EFRError(str(err).replace(
-            "or drop --subject-norm", "or evaluate a model trained without --subject-norm (the model, not an "
-            "option of evaluate, decides the centring)")) from err
+    where = "the evaluated photos"
+    probs = sum(fusion.probabilities(v, subject_means(v, subjects, where=where, advice=EVALUATE_ADVICE)) for v in views)
     for (photo, _, _), p in zip(grouped, probs / len(views)):
         photo.probs = p
         photo.status = SCORED

@@ -36,6 +36,9 @@ HOG_SIZE = 64
 TRUNK_SIZE = 64  # the FER2013 network's own input side
 PARTS = ("trunk", "hog", "landmarks")
 MIN_GROUP = 3  # smallest number of photos of one person that --subject-norm centres
+# What a refusal of too small groups advises besides adding or leaving out photos (train's wording;
+# evaluate and predict, which cannot drop the option, pass their own).
+DEFAULT_ADVICE = "or drop --subject-norm"
 
 
 def hog_descriptor(size=HOG_SIZE):
@@ -153,21 +156,21 @@ def subject_groups(subjects):
     return groups
 
 
-def check_groups(groups, min_group=MIN_GROUP, where="the data"):
+def check_groups(groups, min_group=MIN_GROUP, where="the data", advice=DEFAULT_ADVICE):
     small = {s: len(rows) for s, rows in groups.items() if len(rows) < min_group}
     if small:
         listed = ", ".join(f"{s} ({n})" for s, n in sorted(small.items())[:8])
         raise EFRError(
             f"--subject-norm centres each person's photos on their own mean, which needs at least {min_group} "
             f"photos of each person; in {where} {len(small)} have fewer: {listed}. Add photos of them, leave "
-            "them out, or drop --subject-norm"
+            f"them out, {advice}"
         )
 
 
-def subject_means(features, subjects, min_group=MIN_GROUP, where="the data"):
-    """(n, d) array: each row's person's mean feature vector."""
+def subject_means(features, subjects, min_group=MIN_GROUP, where="the data", advice=DEFAULT_ADVICE):
+    """(n, d) array: each row's person's mean feature vector (``advice``: see check_groups)."""
     groups = subject_groups(subjects)
-    check_groups(groups, min_group, where)
+    check_groups(groups, min_group, where, advice)
     means = np.empty_like(features)
     for rows in groups.values():
         means[rows] = features[rows].mean(axis=0)
