@@ -130,7 +130,7 @@ def test_csv_schema_table_and_annotated_copies(model_path, photos, tmp_path, cap
     with open(out / "predictions.csv", newline="") as handle:
         reader = csv.DictReader(handle)
         rows = list(reader)
-    assert reader.fieldnames == list(writers.CSV_FIXED) + PROB_COLUMNS
+    assert reader.fieldnames == list(writers.CSV_FIXED) + PROB_COLUMNS + ["note"]
     assert len(rows) == 6  # one face per synthetic photo
     assert {Path(r["source"]).name for r in rows} == {p.name for p in before}
     for row in rows:
@@ -161,7 +161,7 @@ def test_json_schema(model_path, photos, tmp_path):
     assert data["class_names"] == list(EMOTIONS)
     assert data["skipped"] == [] and len(data["rows"]) == 6
     for row in data["rows"]:
-        assert set(row) == {"source", "frame", "face", "box", "label", "confidence", "probabilities"}
+        assert set(row) == {"source", "frame", "face", "box", "label", "confidence", "probabilities", "note"}
         assert set(row["box"]) == set("xywh")
         assert list(row["probabilities"]) == list(EMOTIONS)
         assert row["label"] == max(row["probabilities"], key=row["probabilities"].get)
@@ -473,3 +473,95 @@ def test_annotate_draws_a_too_few_frames_row_without_a_confidence():
             writers.FaceRow("clip.mp4", 0, 1, (40, 40, 20, 20), "Happy", 0.75)]
     drawn = writers.annotate(image, rows)
     assert drawn.shape == image.shape and drawn.any() and not image.any()
+
+
+# ---------------------------------------------------------------------------------------
+# --subject-norm groups too alike to centre (issue 23.13); fusion and LiteRT (23.16)
+
+
+class _FakeFusion:
+    """A fusion model's head stand-in: probabilities = softmax(5 * (features - offsets)), one feature a class."""
+
+    def __init__(self, classes):
+        self.fill = np.zeros(classes, np.float32)
+
+    def probabilities(self, raw, offsets=None):
+        z = 5.0 * (raw - (0 if offsets is None else offsets))
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _fake_predictor(classes):
+    from types import SimpleNamespace
+
+    from efr.predict.predictor import Predictor
+
+    predictor = SimpleNamespace(class_names=list(classes), fusion=_FakeFusion(len(classes)),
+                                features=lambda crops: np.stack(crops).astype(np.float32))
+    predictor.rows_for = lambda *args: Predictor.rows_for(predictor, *args)
+    return predictor
+
+
+def _faces_of(rng, classes, labels):
+    """One feature vector per label: that class's unit vector, a person's face (an offset) and noise."""
+    person = np.full(len(classes), 0.2)
+    return [person + np.eye(len(classes))[classes.index(label)] + rng.normal(0, 0.05, len(classes))
+            for label in labels]
+
+
+def test_a_track_of_one_expression_is_not_centred_and_says_so():
+    """Issue 23.13: a one-person video of one expression, centred on its own mean, lost the expression."""
+    from efr.predict.centring import MIN_EXPRESSIONS, NOT_CENTRED
+    from efr.predict.tracks import TOO_FEW_FRAMES, TrackCentring, _Found
+
+    classes = ["angry", "happy", "sad", "surprised"]
+    rng = np.random.default_rng(0)
+    for labels, centred in ((["happy"] * 8, False), (["angry", "happy", "sad", "surprised"] * 2, True)):
+        tracks = TrackCentring(_fake_predictor(classes), min_group=3)
+        rows = [tracks.rows(_Found("clip.mp4", i, None, [(10, 10, 50, 50)], [face])).pop()
+                for i, face in enumerate(_faces_of(rng, classes, labels))]
+        assert [r.label for r in rows[:2]] == [TOO_FEW_FRAMES] * 2
+        if not centred:
+            assert [(r.label, r.note) for r in rows[2:]] == [("happy", NOT_CENTRED)] * 6
+            line = tracks.warning("clip.mp4")
+            assert f"fewer than {MIN_EXPRESSIONS} expressions" in line and "clip.mp4 track 0 (8 faces: happy)" in line
+        else:
+            assert [r.label for r in rows[-4:]] == labels[-4:] and not any(r.note for r in rows[-4:])
+            assert tracks.warning("clip.mp4") is None
+
+
+def test_people_whose_photos_show_too_few_expressions_are_not_centred():
+    from efr.predict.centring import grouped_probabilities, too_alike, uncentred_line
+
+    classes = ["angry", "happy", "sad", "surprised"]
+    rng = np.random.default_rng(1)
+    varied, alike = classes * 2, ["happy"] * 6 + ["sad", "sad"]
+    raw = np.stack(_faces_of(rng, classes, varied + alike))
+    groups = ["A"] * len(varied) + ["B"] * len(alike)
+    probs, uncentred = grouped_probabilities(_FakeFusion(len(classes)), [raw, raw], groups, where="the photos given")
+    assert list(uncentred) == ["B"] and [classes[i] for i in uncentred["B"]] == ["happy", "sad"]
+    assert [classes[i] for i in probs.argmax(axis=1)] == varied + alike  # B keeps its plain labels
+    assert too_alike(["happy"] * 19 + ["sad"] + ["angry"])  # a stray face or two is not an expression shown
+    line = uncentred_line("people", uncentred, {"B": 8}, classes)
+    assert "1 people show fewer than 3 expressions" in line and "B (8 faces: happy, sad)" in line
+    with pytest.raises(EFRError, match="or predict with a model trained without --subject-norm$"):
+        grouped_probabilities(_FakeFusion(len(classes)), [raw[:2]], ["A", "A"], where="the photos given")
+
+
+def test_rows_say_their_note_in_csv_json_and_the_summary():
+    row = writers.FaceRow("a.png", None, 0, (1, 2, 3, 4), "happy", 0.9, {"happy": 0.9}, note="not_centred")
+    result = writers.PredictionResult(class_names=["happy"], rows=[row], photos=1)
+    assert writers.rows_to_csv([row], ["happy"]).splitlines()[0].endswith(",prob_happy,note")
+    assert row.record(["happy"])["note"] == "not_centred" and row.as_json()["note"] == "not_centred"
+    assert "1 face(s) not centred" in writers.format_summary(result)
+
+
+def test_litert_is_refused_for_a_fusion_model(tmp_path):
+    from efr.models.modelio import save_model
+    from efr.predict.predictor import load_predictor
+    from predict_fixtures import tiny_model
+
+    path = tmp_path / "fusion.keras"
+    save_model(tiny_model(), path, {"class_names": list(EMOTIONS), "model": "fusion", "image_size": [32, 32]})
+    with pytest.raises(EFRError, match=r"^fusion models run in Keras only: use --runtime keras or auto$"):
+        load_predictor(path, runtime="litert")

@@ -41,6 +41,14 @@ def check_meta(meta, model_path):
     return list(names), _image_size(meta, model_path)
 
 
+def check_runtime(meta, runtime):
+    """Refuse --runtime litert for a fusion model: its hand-made features run outside any graph LiteRT converts."""
+    from efr.models.fusion import is_fusion
+
+    if runtime == "litert" and is_fusion(meta):
+        raise EFRError("fusion models run in Keras only: use --runtime keras or auto")
+
+
 class Predictor:
     """A loaded model plus the face finder that matches how its training crops were made.
 
@@ -51,6 +59,7 @@ class Predictor:
 
     def __init__(self, model, meta, model_path="model", cascade=None, margin=None, faces_only=False,
                  batch_size=DEFAULT_BATCH_SIZE, max_faces=None, runtime="keras"):
+        check_runtime(meta, runtime)
         self.model = model
         self.meta = meta
         self.model_path = model_path
@@ -244,7 +253,9 @@ def load_predictor(model_path, allow_unfinished=False, runtime=DEFAULT_RUNTIME, 
     model_path = resolve_model(model_path)  # a built-in name (efrnet) -> its shipped file
     if model_path.is_dir():
         raise EFRError(f"--model {model_path} is a folder: give the .keras file, e.g. {model_path / 'best.keras'}")
-    check_meta(read_meta(model_path), model_path)  # a bad file is refused before TensorFlow loads (seconds)
+    meta = read_meta(model_path)
+    check_meta(meta, model_path)  # a bad file is refused before TensorFlow loads (seconds)
+    check_runtime(meta, runtime)
     runstate.check_model_finished(model_path, allow_unfinished, log)
     model, meta = load_model(model_path)
     return Predictor(model, meta, model_path=model_path, runtime=runtime, **options)

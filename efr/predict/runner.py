@@ -1,6 +1,7 @@
 """Runs photos through a Predictor: faces found in a pool of threads while the model classifies the
 previous batch; annotated copies written as it goes."""
 
+import collections
 import logging
 import os
 from pathlib import Path
@@ -10,6 +11,7 @@ from tqdm import tqdm
 
 from efr.io.imageio import UnreadableImageError, read_image, write_image
 from efr.io.parallel import bounded_map
+from efr.predict.centring import NOT_CENTRED, grouped_probabilities, uncentred_line
 from efr.predict.sources import ANNOTATED_DIR
 from efr.predict.tracks import TrackCentring, _Found
 from efr.predict.video import StreamRunner
@@ -149,7 +151,8 @@ class Runner(StreamRunner):
         """--subject-norm: every face's features first, then each person's mean, then the head.
 
         ``subjects``: {photo path: person}.  Transductive: a face's label depends on the
-        other photos of the same person given in this run.
+        other photos of the same person given in this run.  A person whose faces show too
+        few expressions uncentred is not centred (efr.predict.centring): a warning names them.
         """
         bar = tqdm(total=len(items), desc="photos", unit="photo", disable=not self.progress)
         found_items = bounded_map(self._find_in_file, items, self.workers, window=self.window)
@@ -171,18 +174,19 @@ class Runner(StreamRunner):
                 kept.append(found)
         finally:
             bar.close()
-        fusion = self.predictor.fusion
-        probs = np.zeros((0, len(self.predictor.class_names)), np.float32)
+        probs, uncentred = np.zeros((0, len(self.predictor.class_names)), np.float32), {}
         if blocks:
-            raw = np.concatenate(blocks)
-            probs = fusion.probabilities(raw, fusion.offsets(raw, groups, where="the photos given"))
-            if flip:
-                raw = np.concatenate(mirrored)
-                probs = (probs + fusion.probabilities(raw, fusion.offsets(raw, groups, where="the photos given"))) / 2
+            views = [np.concatenate(blocks)] + ([np.concatenate(mirrored)] if flip else [])
+            probs, uncentred = grouped_probabilities(self.predictor.fusion, views, groups, where="the photos given")
+        if uncentred:
+            sizes = collections.Counter(str(g) for g in groups)
+            log.warning("%s", uncentred_line("people", uncentred, sizes, self.predictor.class_names))
         start = 0
         for found in kept:
             n = found.crops[0]
             rows = self.predictor.rows_for(found.source, found.frame, found.boxes, probs[start : start + n])
+            for row, group in zip(rows, groups[start : start + n]):
+                row.note = NOT_CENTRED if str(group) in uncentred else ""
             start += n
             self.result.photos += 1
             self.result.rows.extend(rows)

@@ -43,7 +43,10 @@ class TrackCentring:
     A track follows a face from one analysed frame to the next by box overlap (IoU at
     least ``min_iou``); a face that overlaps no track of the previous frame starts a new
     one.  A track's first ``min_group - 1`` faces get the label ``too_few_frames`` and no
-    probabilities: a mean of fewer faces would centre away the expression itself.
+    probabilities: a mean of fewer faces would centre away the expression itself.  So
+    would a mean of faces that all show one or two expressions: while a track's uncentred
+    labels show fewer than efr.predict.centring.MIN_EXPRESSIONS, its faces keep their
+    uncentred prediction with the note ``not_centred`` (``warning`` names those tracks).
     Transductive like the photo case: a face's label depends on the track's earlier frames.
     """
 
@@ -53,7 +56,9 @@ class TrackCentring:
         self.predictor = predictor
         self.min_group = int(min_group or MIN_GROUP)
         self.min_iou = min_iou
-        self.tracks = []  # [{"box", "sum", "count"}] of the previous analysed frame
+        self.tracks = []  # [{"id", "box", "sum", "count", "labels"}] of the previous analysed frame
+        self.uncentred = {}  # track id -> [faces, expressions shown] while its faces were left uncentred
+        self._next_id = 0
 
     def _match(self, boxes):
         """Index of the previous frame's track for each box, or None (greedy by overlap)."""
@@ -66,21 +71,45 @@ class TrackCentring:
                 used.add(j)
         return matched
 
+    def _new_track(self, vector):
+        self._next_id += 1
+        return {"id": self._next_id - 1, "sum": np.zeros_like(vector), "count": 0, "labels": []}
+
     def rows(self, found):
+        from efr.predict.centring import NOT_CENTRED, expressions_shown, plain_offsets, too_alike
+
         predictor = self.predictor
         if not found.boxes:
             return predictor.rows_for(found.source, found.frame, found.boxes, [])
         raw = predictor.features(found.crops)
+        plain = predictor.fusion.probabilities(raw, plain_offsets(predictor.fusion, raw))
         tracks = []
-        for box, index, vector in zip(found.boxes, self._match(found.boxes), raw):
-            track = dict(self.tracks[index]) if index is not None else {"sum": np.zeros_like(vector), "count": 0}
-            track.update(box=box, sum=track["sum"] + vector, count=track["count"] + 1)
+        for box, index, vector, p in zip(found.boxes, self._match(found.boxes), raw, plain):
+            track = dict(self.tracks[index]) if index is not None else self._new_track(vector)
+            track.update(box=box, sum=track["sum"] + vector, count=track["count"] + 1,
+                         labels=track["labels"] + [int(np.argmax(p))])
             tracks.append(track)
         self.tracks = tracks
         means = np.stack([t["sum"] / t["count"] for t in tracks])
         probs = predictor.fusion.probabilities(raw, means)
+        for i, track in enumerate(tracks):
+            if track["count"] >= self.min_group and too_alike(track["labels"]):
+                probs[i] = plain[i]
         rows = predictor.rows_for(found.source, found.frame, found.boxes, probs)
         for row, track in zip(rows, tracks):
             if track["count"] < self.min_group:
                 row.label, row.confidence, row.probabilities = TOO_FEW_FRAMES, None, {}
+            elif too_alike(track["labels"]):
+                row.note = NOT_CENTRED
+                self.uncentred[track["id"]] = [track["count"], expressions_shown(track["labels"])]
         return rows
+
+    def warning(self, source):
+        """One line naming the tracks whose faces were left uncentred, or None."""
+        from efr.predict.centring import uncentred_line
+
+        if not self.uncentred:
+            return None
+        names = {f"{source} track {i}": value for i, value in self.uncentred.items()}
+        return uncentred_line("face track(s)", {n: v[1] for n, v in names.items()},
+                              {n: v[0] for n, v in names.items()}, self.predictor.class_names)

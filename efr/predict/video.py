@@ -149,6 +149,8 @@ class StreamRunner:
             if writer is not None:
                 writer.release()
             bar.close()
+        if self.tracks is not None and self.tracks.warning(source):
+            log.warning("%s", self.tracks.warning(source))
         return frames_read
 
     def _one_by_one(self, found_items):

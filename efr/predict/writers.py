@@ -37,6 +37,7 @@ class FaceRow:
     label: str  # an emotion, or "no_face"
     confidence: float | None  # probability of the label
     probabilities: dict = field(default_factory=dict)  # class name -> probability; empty for no_face
+    note: str = ""  # --subject-norm: "not_centred" when the face's group was too alike to centre (efr.predict.centring)
 
     def record(self, class_names):
         """A flat dict for CSV: fixed columns, then prob_<class> for every class."""
@@ -52,6 +53,7 @@ class FaceRow:
         for name in class_names:
             p = self.probabilities.get(name)
             row[f"prob_{name}"] = "" if p is None else f"{p:.6f}"
+        row["note"] = self.note
         return row
 
     def as_json(self):
@@ -63,6 +65,7 @@ class FaceRow:
             "label": self.label,
             "confidence": self.confidence,
             "probabilities": self.probabilities,
+            "note": self.note,
         }
 
 
@@ -131,7 +134,7 @@ def annotate(image, rows):
 
 def rows_to_csv(rows, class_names):
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(CSV_FIXED) + [f"prob_{n}" for n in class_names],
+    writer = csv.DictWriter(buffer, fieldnames=list(CSV_FIXED) + [f"prob_{n}" for n in class_names] + ["note"],
                             lineterminator="\n")
     writer.writeheader()
     for row in rows:
@@ -205,6 +208,10 @@ def format_summary(result):
     labels = [f"{n}: {counts[n]}" for n in result.class_names if counts.get(n)]
     if labels:
         text += "\nlabels: " + ", ".join(labels)
+    uncentred = sum(1 for r in result.rows if r.note)
+    if uncentred:
+        text += (f"\n{uncentred} face(s) not centred (--subject-norm: their person or face track shows too few "
+                 "expressions; the note column says which)")
     for source, reason in result.skipped[:10]:
         text += f"\nskipped: {reason}"
     if len(result.skipped) > 10:
