@@ -5,6 +5,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -368,7 +369,7 @@ def test_missing_outputs_manifest_and_partial_files_are_repaired(rafd_src, tmp_p
     assert (dst / "manifest.csv").read_bytes() == manifest
 
 
-def test_interrupted_run_resumes_where_it_stopped(rafd_src, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_where_it_stopped(rafd_src, tmp_path, monkeypatch, caplog):
     clean = tmp_path / "clean"
     crop(rafd_src, clean, **FAST)
     dst = tmp_path / "ds"
@@ -381,8 +382,10 @@ def test_interrupted_run_resumes_where_it_stopped(rafd_src, tmp_path, monkeypatc
         return real_crop_one(task)
 
     monkeypatch.setattr(efr.crop.workers, "crop_one", crop_one_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        crop(rafd_src, dst, **FAST)
+    with caplog.at_level("ERROR", logger="efr"):  # issue 23.16: Ctrl-C says what was kept and how to go on
+        assert run(lambda _argv: crop(rafd_src, dst, **FAST)) == 130
+    assert re.search(r"interrupted: 15 crop\(s\) kept in \S*ds \(its manifest.csv lists them\); re-run the same "
+                     r"command to crop the other 25 photo\(s\)", caplog.text)
     monkeypatch.undo()
     saved = read_manifest(dst)
     assert sum(r["status"] == "ok" for r in saved) == 15  # the finished crops were recorded

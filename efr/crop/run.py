@@ -198,9 +198,14 @@ def crop_dataset(src, dst, options=CropOptions(), workers=None, overwrite=False,
             if time.monotonic() - last_save > CHECKPOINT_SECONDS:
                 save()
                 last_save = time.monotonic()
-    except BaseException:
+    except BaseException as err:
         # Interrupted or stopped: record the finished crops so that a re-run resumes.
         save()
+        if type(err) is KeyboardInterrupt:  # efr.commands.cli.run prints its message
+            raise KeyboardInterrupt(
+                f"interrupted: {sum(r['status'] == 'ok' for r in done)} crop(s) kept in {dst} (its manifest.csv "
+                f"lists them); re-run the same command to crop the other {len(tasks) - len(done)} photo(s)"
+            ) from None
         raise
     # Copies data_aug.py made from crops that are no longer in the dataset are stale too.
     ok_outputs = {r["output"] for r in done if r["status"] == "ok"}

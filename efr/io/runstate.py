@@ -202,11 +202,11 @@ def check_interrupted():
 
 
 @contextlib.contextmanager
-def tracked_run(run_dir, resuming=False):
+def tracked_run(run_dir, resuming=False, kept="its completed epochs"):
     """Record the run's state around the block: running, then finished, interrupted or failed.
 
     Ctrl-C (and SIGTERM, turned into the same) becomes RunInterrupted, whose message
-    gives the command that resumes the run; any other exception marks the run failed
+    says what is ``kept`` and gives the command that resumes the run; any other exception marks the run failed
     and goes on.  A run killed outright stays ``running`` on disk, which
     ``effective_state`` reads as interrupted.
     """
@@ -223,7 +223,7 @@ def tracked_run(run_dir, resuming=False):
     except KeyboardInterrupt:
         write_state(run_dir, INTERRUPTED)
         raise RunInterrupted(
-            f"interrupted: {run_dir} keeps its completed epochs; resume with: {resume_command(run_dir)} "
+            f"interrupted: {run_dir} keeps {kept}; resume with: {resume_command(run_dir)} "
             "(or re-run the same command)"
         ) from None
     except BaseException as err:

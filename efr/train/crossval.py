@@ -21,7 +21,7 @@ from efr.train.evidence import (_base_args, _model_args, _per_class_table, _tran
 from efr.train.fit import set_seeds
 from efr.train.rundir import FOLD_RESULT_NAME, make_run_dir
 from efr.train.score import _build, _model_meta, fit_and_score, predictions_csv, train_batch
-from efr.train.settings import RunResult, is_fusion
+from efr.train.settings import RunResult, is_fusion, kept_when_interrupted
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def cross_validate(settings, strategy, view=None):
 
     _build(settings, len(class_names), strategy)  # fail on missing weights before making the run folder
     run_dir, resuming = make_run_dir(settings, prefix=f"{settings.model}-cv{k}")
-    with runstate.tracked_run(run_dir, resuming):
+    with runstate.tracked_run(run_dir, resuming, kept_when_interrupted(settings)):
         result = _cross_validate_in(run_dir, resuming, settings, strategy, samples, skipped, originals,
                                     class_names, plans)
     for plan in plans:

@@ -86,6 +86,14 @@ def is_fusion(settings):
     return str(settings.model).strip().lower() == FUSION_MODEL
 
 
+def kept_when_interrupted(settings):
+    """What an interrupted run keeps (efr.io.runstate.tracked_run): fusion fits no epochs, it extracts features."""
+    if is_fusion(settings):
+        return ("its settings, and the features of every split extracted in full (in the dataset's features_cache; "
+                "a re-run extracts only the rest)")
+    return "its completed epochs"
+
+
 # ----------------------------------------------------------------------------------
 # Entry point
 

@@ -14,7 +14,7 @@ from efr.train.evidence import (_base_args, _coverage_notes, _model_args, _per_c
                                 _transductive_note, accuracy_evidence, epoch_histories, provenance, settings_rows)
 from efr.train.rundir import make_run_dir
 from efr.train.score import _build, _model_meta, fit_and_score, predictions_csv, train_batch
-from efr.train.settings import RunResult, is_fusion
+from efr.train.settings import RunResult, is_fusion, kept_when_interrupted
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def train_once(settings, strategy, view=None):
     # Build first: a model that cannot be built (weights missing offline) leaves no empty run folder.
     built = _build(settings, len(class_names), strategy)
     run_dir, resuming = make_run_dir(settings, prefix=settings.model)
-    with runstate.tracked_run(run_dir, resuming):
+    with runstate.tracked_run(run_dir, resuming, kept_when_interrupted(settings)):
         result = _train_once_in(run_dir, resuming, built, settings, strategy, view)
     runstate.remove_checkpoint(run_dir)  # only once the state says finished
     return result
@@ -64,10 +64,16 @@ def _train_once_in(run_dir, resuming, built, settings, strategy, view):
         )
         write_json(run_dir / "args.json", args)
 
-    log.info("training %s (%d x %d, %d parameters) on %d images, validating on %d; classes: %s",
-             settings.model, size, size, built.model.count_params(), len(train), len(valid), ", ".join(class_names))
+    # A fusion model is only its frozen feature trunk until the head is fitted: say so, then the saved count.
+    counted = (f"a frozen feature trunk of {built.model.count_params():,} parameters; the head is fitted next"
+               if is_fusion(settings) else f"{built.model.count_params():,} parameters")
+    log.info("training %s (%d x %d, %s) on %d images, validating on %d; classes: %s",
+             settings.model, size, size, counted, len(train), len(valid), ", ".join(class_names))
     started = time.perf_counter()
     unit = fit_and_score(built, settings, strategy, parts, class_names, meta, run_dir, seed=settings.seed)
+    if is_fusion(settings):
+        log.info("fusion model fitted: %s parameters, trunk and head (the model saved and reported)",
+                 f"{built.model.count_params():,}")
     train_seconds = time.perf_counter() - started
     fit, test_paths, y_true, probs = unit.fit, unit.test_paths, unit.y_true, unit.probs
 
