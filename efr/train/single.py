@@ -65,7 +65,7 @@ def _train_once_in(run_dir, resuming, built, settings, strategy, view):
         write_json(run_dir / "args.json", args)
 
     # A fusion model is only its frozen feature trunk until the head is fitted: say so, then the saved count.
-    counted = (f"a frozen feature trunk of {built.model.count_params():,} parameters; the head is fitted next"
+    counted = (f"frozen features ({built.model.count_params():,} trunk parameters); the head is fitted next"
                if is_fusion(settings) else f"{built.model.count_params():,} parameters")
     log.info("training %s (%d x %d, %s) on %d images, validating on %d; classes: %s",
              settings.model, size, size, counted, len(train), len(valid), ", ".join(class_names))
