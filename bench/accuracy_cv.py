@@ -1,6 +1,6 @@
-"""Accuracy on real faces: seed, fer2013, fusion and fusion --subject-norm, with and without alignment.
+"""Accuracy on real faces: efrnet, fusion (efrnet trunk) and fusion --subject-norm, fer2013, seed, with and without alignment.
 
-    python bench/accuracy_cv.py [--folds 5] [--seed 0] [--recipes seed,fer2013,fusion,fusion-norm] [--reuse]
+    python bench/accuracy_cv.py [--folds 5] [--seed 0] [--recipes efrnet,fusion,fusion-norm,fusion-fer2013] [--reuse]
 
 Everything goes through the product's own commands, printed before they run:
 
@@ -19,6 +19,7 @@ person's photos centred together) and the same head without centring.
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -36,21 +37,27 @@ RAFD = SHARED / "data" / "rafd_samples"
 FER_WEIGHTS = SHARED / "weights" / "fer2013_mini_XCEPTION.102-0.66.hdf5"
 OUT = REPO / "bench" / "out" / "accuracy"
 
+FER = ["--backbone", "fer2013", "--weights", str(FER_WEIGHTS)]  # fusion on the 2017 mini-Xception (needs the file)
 RECIPES = {
     # name: efe_cnn.py options besides --dataset --folds --seed (epochs are maxima: early stopping on Valid)
     "seed": ["--model", "seed", "--img-size", "96", "--augment", "online", "--epochs", "40", "--patience", "8",
              "--batch-size", "16"],
+    "efrnet": ["--model", "efrnet"],  # EFR's own shipped backbone, new head (efr.models.transfer's defaults)
+    "efrnet-tta": ["--model", "efrnet", "--tta", "flip"],
     "fer2013": ["--model", "fer2013", "--weights", str(FER_WEIGHTS)],  # its defaults (efr.models.transfer)
-    "fusion": ["--model", "fusion", "--weights", str(FER_WEIGHTS)],
-    "fusion-norm": ["--model", "fusion", "--weights", str(FER_WEIGHTS), "--subject-norm"],
+    "fusion": ["--model", "fusion"],  # default trunk: efrnet
+    "fusion-norm": ["--model", "fusion", "--subject-norm"],
+    "fusion-tta": ["--model", "fusion", "--tta", "flip"],
+    "fusion-trunk-hog": ["--model", "fusion", "--fusion-parts", "trunk,hog"],
+    "fusion-trunk-hog-norm": ["--model", "fusion", "--fusion-parts", "trunk,hog", "--subject-norm"],
+    "fusion-trunk": ["--model", "fusion", "--fusion-parts", "trunk"],
+    "fusion-fer2013": ["--model", "fusion", *FER],
+    "fusion-fer2013-norm": ["--model", "fusion", *FER, "--subject-norm"],
     "fer2013-tta": ["--model", "fer2013", "--weights", str(FER_WEIGHTS), "--tta", "flip"],
-    "fusion-tta": ["--model", "fusion", "--weights", str(FER_WEIGHTS), "--tta", "flip"],
-    "fusion-norm-tta": ["--model", "fusion", "--weights", str(FER_WEIGHTS), "--subject-norm", "--tta", "flip"],
-    "fusion-trunk-hog": ["--model", "fusion", "--weights", str(FER_WEIGHTS), "--fusion-parts", "trunk,hog"],
-    "fusion-trunk-hog-norm": ["--model", "fusion", "--weights", str(FER_WEIGHTS), "--fusion-parts", "trunk,hog",
-                              "--subject-norm"],
 }
+NEEDS_FER_FILE = {name for name, options in RECIPES.items() if str(FER_WEIGHTS) in options}
 CROPS = {"haar": [], "aligned": ["--align", "eyes"]}
+README_BEGIN, README_END = "<!-- accuracy_cv:begin -->", "<!-- accuracy_cv:end -->"
 
 
 def framing(folder):
@@ -78,17 +85,20 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--recipes", default="seed,fer2013,fusion,fusion-norm,fusion-trunk-hog,fusion-trunk-hog-norm",
+    parser.add_argument("--recipes", default="efrnet,fusion,fusion-norm,fusion-trunk-hog,fusion-trunk-hog-norm",
                         help=f"comma list of {', '.join(RECIPES)}")
     parser.add_argument("--crops", default="haar,aligned", help="comma list of haar, aligned")
     parser.add_argument("--reuse", action="store_true", help="keep runs whose metrics.json already exists")
+    parser.add_argument("--write-readme", action="store_true",
+                        help=f"replace README.md's section between {README_BEGIN} and {README_END} with this run's table")
     args = parser.parse_args(argv)
-    if not JAFFE.is_dir() or not FER_WEIGHTS.is_file():
-        print(f"skipped: needs {JAFFE} and {FER_WEIGHTS} (real photos and weights are not in the repository)")
+    recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
+    if not JAFFE.is_dir() or (NEEDS_FER_FILE & set(recipes) and not FER_WEIGHTS.is_file()):
+        print(f"skipped: needs {JAFFE} (and {FER_WEIGHTS} for {', '.join(sorted(NEEDS_FER_FILE))}): real photos "
+              "and third-party weights are not in the repository")
         return 0
     OUT.mkdir(parents=True, exist_ok=True)
     py = sys.executable
-    recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
     crops = [c.strip() for c in args.crops.split(",") if c.strip()]
     lines = ["| crops | method | accuracy per fold | mean ± sd | without --subject-norm (inductive) |",
              "|---|---|---|---|---|"]
@@ -131,7 +141,32 @@ def main(argv=None):
     print(text)
     (OUT / f"results-seed{args.seed}.md").write_text(text)
     print(f"written {OUT / f'results-seed{args.seed}.md'}")
+    if args.write_readme:
+        write_readme(lines, subjects, args)
     return 0
+
+
+def write_readme(lines, subjects, args):
+    """README.md's results table: this run's rows, with the command, date and git commit that made them."""
+    from datetime import datetime, timezone
+
+    from common import write_text_atomic
+    from run_all import git_commit, replace_section
+
+    command = "python bench/accuracy_cv.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:]))
+    section = "\n".join([
+        README_BEGIN,
+        *lines,
+        "",
+        f"Written by `{command}` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC (git {git_commit()}); "
+        f"{args.folds} subject-disjoint folds, seed {args.seed}, test people per fold: {subjects}. "
+        "A row marked transductive centres each test person's photos together; its last column is the same "
+        "model without centring.",
+        README_END,
+    ])
+    path = REPO / "README.md"
+    write_text_atomic(path, replace_section(path.read_text(encoding="utf-8"), section, README_BEGIN, README_END))
+    print(f"written {path} (section {README_BEGIN})")
 
 
 if __name__ == "__main__":

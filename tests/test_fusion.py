@@ -255,3 +255,18 @@ def test_cross_dataset_evaluation_of_a_subject_norm_model_centres_each_person(no
     assert metrics["transductive"] is True
     assert metrics["accuracy_faces"] == pytest.approx(norm_run.metrics["test_accuracy"], abs=1e-6)  # same centring
     assert "TRANSDUCTIVE" in (tmp_path / "eval" / "report.html").read_text()
+
+
+def test_every_parts_subset_without_the_trunk_trains_and_predicts(dataset, tmp_path):
+    """Issue 23.7: --fusion-parts hog (or landmarks, hog,landmarks) crashed with AttributeError before the head."""
+    for parts in (["landmarks"], ["hog", "landmarks"]):
+        built = fusion.build_fusion(4, parts=parts)
+        assert built.trunk_model is None and built.model.count_params() == 0
+    result = run_training(settings(dataset, tmp_path, name="hog", fusion_parts="hog"))
+    assert read_args(result.run_dir)["model"]["parameters"] >= 0
+    out = predict(result.run_dir / "best.keras", [dataset / "Test"], faces_only=True, progress=False)
+    assert len(out.rows) == result.metrics["images"]["Test"]
+
+
+def read_args(run_dir):
+    return json.loads((run_dir / "args.json").read_text())
