@@ -1,6 +1,6 @@
 """The `efr` command: one verb per stage, each with exactly the options of its script.
 
-    efr crop | augment | train | evaluate | predict | cluster | pipeline | demo | backbone  [options]
+    efr crop | augment | train | evaluate | predict | cluster | pipeline | demo | backbone | serve | export  [options]
 
 Every verb lives in ``efr.commands.<verb>`` with ``add_arguments(parser)`` (the one home
 of its options), ``run_args(args)`` and ``main(argv)``.  The top-level scripts (crop.py,
@@ -16,10 +16,11 @@ import sys
 from efr import __version__
 from efr.commands.cli import run
 
-VERBS = ("crop", "augment", "train", "evaluate", "predict", "cluster", "pipeline", "demo", "backbone")
+VERBS = ("crop", "augment", "train", "evaluate", "predict", "cluster", "pipeline", "demo", "backbone",
+         "serve", "export")
 SCRIPTS = {"crop": "crop.py", "augment": "data_aug.py", "train": "efe_cnn.py", "evaluate": "evaluate.py",
            "predict": "predict.py", "cluster": "cluster.py", "pipeline": None, "demo": "demo.py",
-           "backbone": None}
+           "backbone": None, "serve": None, "export": None}
 
 
 def entry_points(module_name):

@@ -252,15 +252,24 @@ def read_image(path):
     problem = diagnose_file(path, data[:64], data[-32:])
     if problem:
         raise UnreadableImageError(f"{path}: {problem}; replace it with a photo, re-copy it, or remove it")
+    return decode_image(data, path)
+
+
+def decode_image(data, name):
+    """The bytes of an image file (checked by ``diagnose_file`` already) as 8-bit BGR (H, W, 3).
+
+    ``name``: the file's name (a Path, or a label such as an upload's), for its suffix and for
+    the message of the UnreadableImageError raised when OpenCV cannot decode it.
+    """
     # JPEGs have no alpha and (in practice) 8 bits, and phone photos store their
     # rotation as an EXIF tag that only IMREAD_COLOR applies; other formats keep
     # alpha and 16 bits for to_bgr8 to convert properly.
-    flags = cv2.IMREAD_COLOR if path.suffix.lower() in (".jpg", ".jpeg") else cv2.IMREAD_UNCHANGED
+    flags = cv2.IMREAD_COLOR if Path(str(name)).suffix.lower() in (".jpg", ".jpeg") else cv2.IMREAD_UNCHANGED
     image = decode_simple_png(data) if flags == cv2.IMREAD_UNCHANGED else None
     if image is None:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if image is None or image.size == 0:
-        raise UnreadableImageError(f"{path}: not an image OpenCV can decode (jpg, png, bmp, tif expected)")
+        raise UnreadableImageError(f"{name}: not an image OpenCV can decode (jpg, png, bmp, tif expected)")
     return to_bgr8(image)
 
 
