@@ -5,7 +5,7 @@
     python bench/run_all.py --only crop,predict
     python bench/run_all.py --quick --no-write # print the section, leave BENCHMARKS.md alone
 
-Each benchmark (crop, augment, pipeline, memory, predict, scaling) runs as a subprocess
+Each benchmark (crop, augment, pipeline, memory, predict, scaling, serve) runs as a subprocess
 with ``--json PATH`` and writes its result in the shape described in bench/common.py;
 its printed output passes through, its stderr goes to bench/out/run_all/<name>.stderr.txt.
 A benchmark that fails, times out or writes no JSON (e.g. a script without --json) is
@@ -66,6 +66,8 @@ BENCHES = {
     "predict": ("bench_predict.py", ["--photos", "96"],
                 ["--photos", "32", "--faces", "320", "--rounds", "2", "--original-photos", "8"]),
     "scaling": ("bench_scaling.py", ["--rounds", "2"], ["--quick"]),
+    # efr serve (8 clients, one photo a request) against in-process efr predict on the same photos
+    "serve": ("bench_serve.py", ["--photos", "48", "--rounds", "2"], ["--photos", "16", "--rounds", "1"]),
 }
 
 
