@@ -139,7 +139,9 @@ def validate_settings(settings):
         if str(settings.backbone or "").strip().lower() not in BACKBONES:
             raise EFRError(f"--backbone {settings.backbone}: choose one of {', '.join(BACKBONES)}")
     weights = str(settings.weights or "").strip()
-    if weights and weights.lower() not in NAMED_WEIGHTS and not Path(weights).expanduser().is_file():
+    # The seed CNN refuses any --weights with its own message (efr.models.build), so only the others are checked here.
+    if (weights and model != SEED_MODEL and weights.lower() not in NAMED_WEIGHTS
+            and not Path(weights).expanduser().is_file()):
         raise EFRError(f"--weights {weights}: no such file; give a weights file, 'none' for random initial weights, "
                        "or leave --weights out for the model's own pretrained weights")
     if settings.tensorboard and is_fusion(settings):
