@@ -172,12 +172,22 @@ def test_efrnet_as_transfer_model_and_fusion_trunk():
 
     built = transfer.build_transfer_model("efrnet", 8, image_size=64)
     assert built.model.input_shape == (None, 64, 64, 3) and built.model.output_shape == (None, 8)
-    assert built.backbone.name == "efrnet_trunk" and built.backbone.output_shape == (None, 256)
+    assert built.backbone.name == "efrnet_trunk" and built.backbone.output_shape == (None, 2304)
     assert built.meta["weights"]["source"] == "built-in efrnet"
     assert fusion.DEFAULT_BACKBONE == "efrnet"
     fused = fusion.build_fusion(8, parts=["trunk", "hog"])
-    assert fused.spec.backbone == "efrnet" and fused.spec.image_size == 48 and fused.spec.trunk_dim == 256 + 7
+    assert fused.spec.backbone == "efrnet" and fused.spec.image_size == 48 and fused.spec.trunk_dim == 2304 + 7
     with pytest.raises(EFRError, match="efrnet weights"):
         transfer.build_transfer_model("efrnet", 8, weights="/no/such/file.keras")
     card = json.loads(json.dumps(built.meta))
     assert card["model"] == "efrnet"
+
+
+def test_a_mini_xception_file_given_to_efrnet_says_what_to_do(tmp_path):
+    """Fusion's default trunk is now efrnet: an old `--weights fer2013.hdf5` must point to --backbone fer2013."""
+    from efr.models import transfer
+
+    path = tmp_path / "mini_xception.hdf5"
+    transfer.mini_xception((64, 64, 1), 7, seed=1).save(path)
+    with pytest.raises(EFRError, match="--backbone fer2013"):
+        efrnet.load_core(str(path))

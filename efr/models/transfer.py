@@ -3,7 +3,7 @@
 Three kinds of start:
 
 - ``efrnet``: EFR's own expression network (efr.models.efrnet), trained on FER2013 by
-  ``efr backbone`` and shipped with EFR (no download): its layers up to the 256 features,
+  ``efr backbone`` and shipped with EFR (no download): its layers up to the flattened last stage (2,304 features),
   with a new head; 48x48 grey faces.
 - ``fer2013``: the FER2013 mini-Xception of oarriaga/face_classification (MIT licence;
   64x64 greyscale faces in [-1, 1]; 7 classes).  Its convolutional trunk (everything
@@ -301,7 +301,7 @@ def build_fer2013(num_classes, weights=None, image_size=None, dropout=DEFAULT_DR
 
 
 def build_efrnet(num_classes, weights=None, image_size=None, dropout=DEFAULT_DROPOUT):
-    """EFR's own FER2013 network (efr.models.efrnet, shipped) up to its 256 features, with a new head."""
+    """EFR's own FER2013 network (efr.models.efrnet, shipped) up to its flattened last stage, with a new head."""
     import keras
 
     from efr.models import efrnet

@@ -232,6 +232,10 @@ def train_backbone(data, out, recipe, log=None, progress=False):
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     check_settings(out, recipe, data)
+    rows = _read_history(out / HISTORY)
+    if len(rows) >= recipe.epochs and (out / BEST).is_file():
+        log(f"{out}: all {recipe.epochs} epochs done")
+        return rows
     keras.utils.set_random_seed(recipe.seed)
     train_x, train_y, _ = load_split(data, "Training")
     val_x, val_y, _ = load_split(data, "PublicTest")
@@ -241,7 +245,6 @@ def train_backbone(data, out, recipe, log=None, progress=False):
         raise EFRError(f"{data}: {len(train_x)} Training faces, fewer than one batch of {recipe.batch_size}")
     log(f"FER2013 Training {len(train_x)} faces, PublicTest {len(val_x)}; {steps} steps an epoch")
 
-    rows = _read_history(out / HISTORY)
     if (out / LAST).is_file() and rows:
         model = keras.models.load_model(out / LAST)
         log(f"continuing {out} after epoch {rows[-1]['epoch']} of {recipe.epochs}")
@@ -362,7 +365,8 @@ def model_card(metrics, command):
         "| task | facial expression, 7 classes: " + ", ".join(names) + " (no Contemptuous) |",
         "| input | RGB [0, 255] 48x48 (any size in `efr train --model efrnet`), made grey inside (BT.601) |",
         f"| network | VGG-style: 4 stages of 2 x (3x3 conv, BatchNorm, ReLU) with {recipe['widths']} channels, 2x2 "
-        f"max pooling, flatten, dropout {recipe['dropout']}, dense {recipe['dense']} (the features), softmax |",
+        f"max pooling, flatten (the features transfer and fusion use), dropout {recipe['dropout']}, "
+        f"dense {recipe['dense']}, softmax |",
         "| data | FER2013 (Goodfellow et al. 2013) `Training` (train) and `PublicTest` (epoch selection); "
         "PrivateTest never read |",
         f"| command | `{command}` |",
@@ -375,8 +379,7 @@ def model_card(metrics, command):
         f"{training['seconds'] / 3600:.2f} h on {machine.get('cpus')} CPU cores ({machine.get('platform')}), "
         f"median {training['images_per_second_median']:.0f} images/s |",
         "",
-        "PublicTest chose the epoch, so its accuracy is slightly optimistic; FER2013 has no subject ids, so one "
-        "person may appear in both splits. " + NOTE + ".",
+        "PublicTest chose the epoch, so its accuracy is slightly optimistic. " + NOTE + ".",
         "",
         "## Recipe",
         "",
