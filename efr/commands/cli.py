@@ -47,6 +47,18 @@ def setup_logging(quiet=False, verbose=False):
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
 
 
+def error_exit_code(err):
+    """Log ``err`` as ``run`` would and return its exit status (a bug: its traceback, and 1)."""
+    def fail(_argv):
+        raise err
+
+    try:
+        return run(fail)
+    except BaseException:  # noqa: BLE001 - not a user error: the traceback, for a bug report
+        logging.getLogger("efr").error("error: %s: %s", type(err).__name__, err, exc_info=err)
+        return 1
+
+
 def run(main, argv=None):
     """Call ``main(argv)``; a user error becomes one 'error:' line and exit status 2."""
     try:

@@ -10,8 +10,10 @@ confusion matrices, classification_report.txt, metrics.json, report.html).  Refe
 """
 
 import argparse
+import logging
+import sys
 
-from efr.commands.cli import add_common_arguments, setup_logging
+from efr.commands.cli import EXIT_USER_ERROR, add_common_arguments, setup_logging
 from efr.commands import entry_points
 
 SUMMARY = "train (or cross-validate) a classifier on a Dataset; writes runs/<name>/report.html"
@@ -86,8 +88,12 @@ def add_arguments(parser):
     parser.add_argument("--cv-valid-fraction", type=float, default=DEFAULT_CV_VALID_FRACTION,
                         help=f"share of each fold's training subjects held out for early stopping "
                         f"(default {DEFAULT_CV_VALID_FRACTION})")
-    parser.add_argument("--distribute", action="store_true",
-                        help="tf.distribute.MirroredStrategy over all GPUs, or over --cpu-devices logical CPUs")
+    parser.add_argument("--distribute", nargs="?", const="mirrored", default="", choices=("mirrored", "multi-worker"),
+                        help="mirrored (the default when given alone): tf.distribute.MirroredStrategy over this "
+                        "machine's GPUs, or --cpu-devices logical CPUs; multi-worker: Keras' JAX backend with "
+                        "keras.distribution.DataParallel over the processes KERAS_DISTRIBUTION_JOB_ADDRESSES, "
+                        "_NUM_PROCESSES and _PROCESS_ID name (none set: this machine's devices); needs "
+                        "pip install 'efr[distributed]'")
     parser.add_argument("--cpu-devices", type=int, default=2, help="logical CPU devices for --distribute without GPUs")
     parser.add_argument("--deterministic", action="store_true",
                         help="enable TensorFlow op determinism (repeatable to the bit, somewhat slower)")
@@ -147,6 +153,45 @@ def transductive_line(metrics):
     return None
 
 
+def multi_worker(settings):
+    from efr.train.distributed import MULTI_WORKER, distribute_mode
+
+    return distribute_mode(settings.distribute) == MULTI_WORKER
+
+
+def run_multi_worker(settings):
+    """run_training on Keras' JAX backend, one of several processes (efr.train.distributed).
+
+    Any failure, here or in another process, ends this process at once with one 'error:' line
+    naming the process that failed: a normal exit would wait at JAX's shutdown barrier for
+    processes that are no longer training.
+    """
+    import os
+
+    from efr.commands.cli import error_exit_code
+    import dataclasses
+
+    from efr.train.distributed import cluster_from_env, report_failure, use_jax_backend
+    from efr.train.run import run_training
+
+    def stop(message):
+        log = logging.getLogger("efr")
+        log.error("error: %s", message)
+        logging.shutdown()
+        os._exit(EXIT_USER_ERROR)
+
+    use_jax_backend(settings.cpu_devices)
+    try:
+        result = run_training(settings, on_peer_failure=stop)
+        return result if cluster_from_env().process_id == 0 else dataclasses.replace(result, run_dir=None)
+    except BaseException as err:  # noqa: BLE001 - every failure ends the process now (see above)
+        code = error_exit_code(err)  # the error line first: JAX may end this process once the others stop
+        report_failure(err)
+        sys.stdout.flush()
+        logging.shutdown()
+        os._exit(code)
+
+
 # Options that may go with --resume: they change what is shown, not what is trained.
 RESUME_COMPATIBLE = ("resume", "quiet", "verbose")
 
@@ -172,7 +217,10 @@ def run_args(args):
     from efr.train.run import run_training
 
     settings = resume_settings(args.resume) if args.resume else settings_from_args(args)
-    result = run_training(settings)
+    result = run_multi_worker(settings) if multi_worker(settings) else run_training(settings)
+    if result.run_dir is None:  # another process than 0: its files were temporary
+        print("training finished; process 0 wrote the run folder")
+        return result
     print(accuracy_line(result.metrics))
     transductive = transductive_line(result.metrics)
     if transductive:

@@ -331,7 +331,9 @@ def make_image_dataset(paths, image_size, batch_size, flip=False):
     return data.prefetch(tf.data.AUTOTUNE)
 
 
-def steps_per_epoch(count, batch_size):
+def steps_per_epoch(count, batch_size, drop_remainder=False):
+    if drop_remainder:
+        return max(int(count) // int(batch_size), 1)
     return -(-int(count) // int(batch_size))
 
 
@@ -357,7 +359,7 @@ def make_augmenter(seed=0, rotation=0.05, shift=0.08, zoom=0.1, contrast=0.2, br
 
 
 def make_dataset(paths, labels, num_classes, image_size, batch_size, shuffle=False, seed=0, augment=None,
-                 cache=True, start_epoch=None):
+                 cache=True, start_epoch=None, shard=None):
     """A batched tf.data.Dataset of (float32 RGB [0, 255] images, one-hot labels).
 
     ``paths``/``labels``: files and class indices (see ``list_split``).  ``shuffle``
@@ -373,6 +375,10 @@ def make_dataset(paths, labels, num_classes, image_size, batch_size, shuffle=Fal
     batches whether the fit started at epoch 0 or was resumed at k.  (Reshuffling per
     iterator, the other way, cannot be replayed: Keras makes a version-dependent number
     of iterators per epoch.)
+
+    ``shard`` (process, processes), for training over several processes: every batch is
+    full (an epoch's last, smaller batch is dropped) and this process gets its
+    1/processes slice of each, so together the processes see the same batches.
     """
     import numpy as np
     import tensorflow as tf
@@ -397,13 +403,20 @@ def make_dataset(paths, labels, num_classes, image_size, batch_size, shuffle=Fal
         data = data.shuffle(count, seed=seed, reshuffle_each_iteration=True)
     if not cached:
         data = data.map(load, num_parallel_calls=autotune)
-    data = data.batch(batch_size)
+    data = data.batch(batch_size, drop_remainder=shard is not None)
     if start_epoch is not None:
         if not shuffle:
             raise ValueError("start_epoch is for shuffled training data")
         data = data.repeat()  # every repetition reshuffles: epoch after epoch from one seeded sequence
         if start_epoch:
-            data = data.skip(int(start_epoch) * steps_per_epoch(count, batch_size))
+            data = data.skip(int(start_epoch) * steps_per_epoch(count, batch_size, shard is not None))
+    if shard is not None:
+        process, processes = shard
+        if batch_size % processes:
+            raise EFRError(f"--batch-size {batch_size}: must be a multiple of the {processes} processes")
+        part = batch_size // processes
+        data = data.map(lambda images, label: (images[process * part:(process + 1) * part],
+                                               label[process * part:(process + 1) * part]))
 
     if augment == "online":
         augment = make_augmenter(seed)

@@ -22,16 +22,26 @@ log = logging.getLogger(__name__)
 # Set-up: distribution, seeds, run folder
 
 
-def make_strategy(distribute, cpu_devices=2):
+def make_strategy(distribute, cpu_devices=2, on_peer_failure=None):
     """The tf.distribute strategy: MirroredStrategy over GPUs, or over logical CPU devices.
+
+    ``distribute`` "multi-worker": keras.distribution.DataParallel on Keras' JAX backend
+    over the processes the KERAS_DISTRIBUTION_* variables name (efr.train.distributed;
+    ``on_peer_failure`` is its watchdog's call).
 
     Without GPUs the CPU is split into ``cpu_devices`` logical devices, which
     TensorFlow allows only before it has run any operation; so call this first.
     A TF_CONFIG environment variable (multi-worker training) is refused, see below.
     """
+    from efr.train import distributed
+
+    mode = distributed.distribute_mode(distribute)
+    if mode == distributed.MULTI_WORKER:
+        return distributed.start(distributed.cluster_from_env(), on_peer_failure)
+
     import tensorflow as tf
 
-    if not distribute:
+    if not mode:
         return tf.distribute.get_strategy()
     if os.environ.get("TF_CONFIG"):
         # MultiWorkerMirroredStrategy is how TensorFlow trains over several machines,
@@ -40,7 +50,8 @@ def make_strategy(distribute, cpu_devices=2):
         # say so instead of crashing mid-run.  Lift this once Keras supports it.
         raise EFRError(
             "--distribute with TF_CONFIG set asks for multi-worker training, which Keras 3's model.fit does not "
-            "support yet (keras-team/keras#20585); unset TF_CONFIG to train on this machine's GPUs or CPUs"
+            "support yet (keras-team/keras#20585); use --distribute multi-worker (Keras' JAX backend, "
+            "KERAS_DISTRIBUTION_* variables) to train over several machines, or unset TF_CONFIG"
         )
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
@@ -135,6 +146,8 @@ def fit_model(built, train_data, valid_data, settings, meta, strategy, out_dir=N
     model = built.model
     out_dir = Path(out_dir) if out_dir is not None else None
     checkpoint = runstate.load_checkpoint(out_dir) if resumable else None
+    if hasattr(strategy, "share_from_chief"):  # multi-worker: process 0's run folder decides, the others follow
+        checkpoint = strategy.share_from_chief(checkpoint)
     if resumable and checkpoint is None:
         warn_lost_checkpoint(out_dir, prefix)
     best = BestModelSaver(out_dir / "best.keras" if save_files else None, meta)

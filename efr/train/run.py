@@ -25,7 +25,11 @@ best.keras is written by a callback (efr.train.callbacks) using efr.models.model
 the class names.  TensorFlow is imported only when a function needs it.
 """
 
+import dataclasses
+import shutil
+
 from efr.data import pipelines as efr_data
+from efr.train import distributed
 from efr.train.crossval import cross_validate
 from efr.train.dataset import prepare_cross_validation, prepare_single_run
 from efr.train.fit import make_strategy, set_seeds
@@ -33,17 +37,26 @@ from efr.train.settings import validate_settings
 from efr.train.single import train_once
 
 
-def run_training(settings):
+def run_training(settings, on_peer_failure=None):
     """Train (or cross-validate) as ``settings`` say; return a RunResult (run folder, metrics).
 
     The settings and the Dataset are checked first, every problem at once, before
-    TensorFlow is started.
+    TensorFlow is started.  ``--distribute multi-worker``: every process trains, process 0
+    alone writes the run folder (efr.train.distributed; ``on_peer_failure`` is called when
+    another process fails; the caller posts this one's failure with ``report_failure``).
     """
     validate_settings(settings)
     efr_data.check_dataset_dir(settings.dataset)
     view = prepare_cross_validation(settings) if settings.folds else prepare_single_run(settings)
-    strategy = make_strategy(settings.distribute, settings.cpu_devices)  # first: before TensorFlow runs an op
+    # first: before TensorFlow runs an op
+    strategy = make_strategy(settings.distribute, settings.cpu_devices, on_peer_failure)
     set_seeds(settings.seed, settings.deterministic)
-    if settings.folds:
-        return cross_validate(settings, strategy, view)
-    return train_once(settings, strategy, view)
+    scratch = distributed.scratch_runs_dir(strategy)
+    run_settings = dataclasses.replace(settings, runs_dir=scratch) if scratch else settings
+    try:
+        if settings.folds:
+            return cross_validate(run_settings, strategy, view)
+        return train_once(run_settings, strategy, view)
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)

@@ -89,6 +89,8 @@ def _comparable(settings):
     values = {k: v for k, v in settings.items() if k not in RESUME_IGNORED_SETTINGS}
     if values.get("dataset"):
         values["dataset"] = os.path.normpath(str(values["dataset"]))
+    if isinstance(values.get("distribute"), bool):  # args.json before --distribute took a mode
+        values["distribute"] = "mirrored" if values["distribute"] else ""
     return values
 
 

@@ -146,16 +146,17 @@ class EpochData:
     seed: int = 0
     augment: str = None
     cache: object = "auto"
+    shard: tuple = None  # (process, processes): --distribute multi-worker (make_dataset)
 
     @property
     def steps_per_epoch(self):
-        return efr_data.steps_per_epoch(len(self.paths), self.batch_size)
+        return efr_data.steps_per_epoch(len(self.paths), self.batch_size, self.shard is not None)
 
     def __call__(self, start_epoch):
         """The data of one fit, from its epoch ``start_epoch`` (0 unless the fit is resumed) on."""
         return efr_data.make_dataset(self.paths, self.labels, self.num_classes, self.image_size, self.batch_size,
                                      shuffle=True, seed=self.seed, augment=self.augment, cache=self.cache,
-                                     start_epoch=start_epoch)
+                                     start_epoch=start_epoch, shard=self.shard)
 
 
 # ----------------------------------------------------------------------------------
@@ -188,12 +189,15 @@ def fit_and_score(built, settings, strategy, parts, class_names, meta, out_dir, 
         train_data = EpochData(
             [s.path for s in parts["train"]], labels["train"], len(class_names), size, settings.batch_size,
             seed=seed, augment="online" if settings.augment == "online" else None, cache=settings.cache,
+            shard=getattr(strategy, "data_shard", None),
         )
         valid_data = efr_data.make_dataset([s.path for s in parts["valid"]], labels["valid"], len(class_names),
                                            size, settings.batch_size, cache=settings.cache)
         with named_decode_errors([s.path for s in parts["train"] + parts["valid"]]):
             fit = fit_model(built, train_data, valid_data, settings, meta, strategy, out_dir=out_dir,
                             save_files=save_files, prefix=prefix, resumable=True)
+        if hasattr(strategy, "localize"):  # multi-worker: each process predicts alone, on a copy of its own
+            strategy.localize(built)
     predicted = predict_samples(built, parts["test"], settings, where=where)
     y_true = np.asarray(efr_data.labels_of(parts["test"], class_names), dtype=int)
     return UnitResult(fit, [s.path for s in parts["test"]], y_true, predicted["probs"], predicted)

@@ -50,7 +50,7 @@ class TrainSettings:
     cache: str = "auto"  # "auto", "memory" or "none"
     folds: int = 0  # >= 2: cross-validation
     cv_valid_fraction: float = DEFAULT_CV_VALID_FRACTION
-    distribute: bool = False
+    distribute: str = ""  # "", "mirrored" (tf.distribute, one machine) or "multi-worker" (JAX; True: mirrored)
     cpu_devices: int = 2  # logical CPU devices for --distribute without GPUs
     deterministic: bool = False
     seed: int = 0
@@ -67,6 +67,8 @@ class TrainSettings:
         for key, value in training_defaults(self.model).items():
             if getattr(self, key) is None:
                 setattr(self, key, value)
+        if self.distribute is True or self.distribute is False or self.distribute is None:  # the old flag
+            self.distribute = "mirrored" if self.distribute else ""
 
 
 def training_defaults(model):
@@ -127,6 +129,14 @@ def validate_settings(settings):
     for ok, message in checks:
         if not ok:
             raise EFRError(message)
+    from efr.train.distributed import MULTI_WORKER, distribute_mode
+
+    if distribute_mode(settings.distribute) == MULTI_WORKER:
+        for wrong, why in ((is_fusion(settings), "--model fusion fits its head without Keras epochs"),
+                           (settings.folds, "--folds runs its folds one after another on each process"),
+                           (settings.tensorboard, "--tensorboard writes TensorFlow summaries")):
+            if wrong:
+                raise EFRError(f"--distribute multi-worker: {why}; leave --distribute out (or use mirrored)")
     if settings.subject_norm and not is_fusion(settings):
         # Only the fusion head centres each person's features; any other model would ignore it, yet args.json
         # would say it was used.
