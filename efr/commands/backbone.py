@@ -60,8 +60,7 @@ def recipe_from(args):
               (args.lr > 0, "--lr must be above 0"), (args.weight_decay >= 0, "--weight-decay must be 0 or more"),
               (0 <= args.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
               (0 <= args.erasing <= 1, "--erasing must be in [0, 1]"),
-              (len(widths) == 4 and min(widths) >= 1, "--widths takes four whole numbers of 1 or more"),
-              (args.seed >= 0, "--seed must be 0 or more")]
+              (len(widths) == 4 and min(widths) >= 1, "--widths takes four whole numbers of 1 or more")]
     for ok, message in checks:
         if not ok:
             raise EFRError(message)
