@@ -146,9 +146,10 @@ def predict_probabilities(model, images, flip=False, batch_size=256):
 
 
 def _atomic_save(model, path):
-    tmp = path.with_name(path.stem + ".partial.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    from efr.io.imageio import atomic_path
+
+    with atomic_path(path, keep_suffix=True) as tmp:
+        model.save(tmp)
 
 
 def _read_history(path):
