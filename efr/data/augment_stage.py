@@ -200,6 +200,54 @@ def augment_dataset(
     or when there is nothing at all to augment.
     """
     started = time.perf_counter()
+    dataset_dir, copies, splits, workers, png_writer = _checked_arguments(
+        dataset_dir, recipe, copies, splits, workers, png_writer)
+    rows = _read_checked_manifest(dataset_dir, recipe, seed, copies)
+    by_output = {r["output"]: r for r in rows if r["output"]}
+    augmented_outputs = {out for out, r in by_output.items() if r["kind"] == AUGMENTED}
+    result = AugmentResult(before=count_images(dataset_dir))
+    scan = _scan_photos(dataset_dir, splits, augmented_outputs, result)
+    _attach_rows(scan.photos, rows, by_output, result)
+    jobs, new = _plan_jobs(scan.photos, recipe, copies, seed, by_output, dataset_dir, result)
+    finished, failed_parents = set(), set()  # photos written in full in this run; photos that could not be read
+
+    settings = {"recipe": recipe, "copies": copies, "splits": splits, "seed": seed,
+                "workers": workers, "executor": executor, "png_writer": png_writer}
+    if jobs:
+        # The plan first: what a complete run makes (the pending rows) and how to complete it.
+        write_json(dataset_dir / RUN_INFO_NAME, {"stage": "data_aug", "state": "running", "settings": settings,
+                                                 "planned": sum(len(outputs) for _, outputs in jobs)})
+        write_manifest(dataset_dir, _manifest_rows(rows, new, finished, failed_parents, recipe, seed, dataset_dir))
+
+    log.info(
+        "augmenting %d photo(s) in %s with recipe %s (%d per photo), %d worker(s); %d file(s) already done",
+        len(jobs), ", ".join(splits), recipe, copies, workers, result.already_done,
+    )
+    work = _work(jobs, recipe, copies, seed, dataset_dir, png_writer)
+    try:
+        _run_jobs(jobs, work, executor, workers, progress, by_output, result, finished, failed_parents)
+    finally:
+        # Rows of photos that could not be read go; rows still pending stay, so a re-run
+        # (or --clean) knows about any file an interruption may have left.
+        rows = [r for r in rows if not (r["kind"] == AUGMENTED and r["parent"] in failed_parents
+                                        and not (dataset_dir / r["output"]).is_file())]
+        if jobs:
+            write_manifest(dataset_dir, _manifest_rows(rows, new, finished, failed_parents, recipe, seed, dataset_dir))
+
+    result.unreadable.sort()
+    if result.unreadable:
+        log.warning("warning: %d unreadable photo(s) skipped, e.g. %s", len(result.unreadable), result.unreadable[0][1])
+    if len(result.unreadable) == len(scan.photos):
+        raise EFRError(f"{dataset_dir}: none of the {len(scan.photos)} photo(s) could be read; nothing augmented")
+    check_subject_disjoint(rows)
+    result.after = count_images(dataset_dir)
+    result.seconds = time.perf_counter() - started
+    _write_finished(dataset_dir, settings, result)
+    return result
+
+
+def _checked_arguments(dataset_dir, recipe, copies, splits, workers, png_writer):
+    """Refuse unusable arguments; return (dataset_dir, copies, splits, workers, png_writer) as used."""
     dataset_dir = Path(dataset_dir)
     if not dataset_dir.is_dir():
         raise EFRError(f"{dataset_dir}: no such Dataset folder; make one with crop.py or give --dataset")
@@ -213,16 +261,21 @@ def augment_dataset(
         raise EFRError(f"--workers {workers}: expected 1 or more")
     workers = max(1, workers or os.cpu_count() or 1)
     png_writer = check_png_writer(png_writer)
+    return dataset_dir, copies, splits, workers, png_writer
 
+
+def _read_checked_manifest(dataset_dir, recipe, seed, copies):
+    """The Dataset's manifest rows, checked for subject leaks and for an incompatible earlier augmentation."""
     rows = read_manifest(dataset_dir)
     if not rows:
         log.warning("%s: no manifest.csv; subjects are unknown, so splits cannot be checked for leaks", dataset_dir)
     check_subject_disjoint(rows)
     check_compatible(rows, recipe, seed, copies, dataset_dir)
+    return rows
 
-    by_output = {r["output"]: r for r in rows if r["output"]}
-    augmented_outputs = {out for out, r in by_output.items() if r["kind"] == AUGMENTED}
-    result = AugmentResult(before=count_images(dataset_dir))
+
+def _scan_photos(dataset_dir, splits, augmented_outputs, result):
+    """Find the original photos of ``splits`` (counted in ``result``); an EFRError when there is none."""
     scan = scan_dataset(dataset_dir, splits, augmented_outputs)
     result.photos, result.orphans, result.warnings = len(scan.photos), scan.orphans, scan.warnings
     for message in scan.warnings:
@@ -238,9 +291,12 @@ def augment_dataset(
             f"{dataset_dir}: no original photos found in {', '.join(splits)} "
             "(expected <Dataset>/<Split>/<Emotion>/*.png, e.g. made by crop.py)"
         )
+    return scan
 
-    # Attach manifest rows; list photos the manifest does not know (a hand-made Dataset).
-    for photo in scan.photos:
+
+def _attach_rows(photos, rows, by_output, result):
+    """Give each photo its manifest row; list photos the manifest does not know (a hand-made Dataset)."""
+    for photo in photos:
         photo.row = by_output.get(photo.rel)
         if photo.row is None:
             photo.row = _original_row(photo)
@@ -259,12 +315,16 @@ def augment_dataset(
             "their copies are recorded with subject unknown, so a leak check cannot cover them", result.no_subject,
         )
 
-    # Plan every output; record the new ones as pending before writing any image.  Only
-    # their names and descriptions are kept: rows are built when the manifest is written,
-    # and the transform parameters drawn again just before a photo goes to a worker (the
-    # plan depends on seed, path, recipe and copies only), so memory stays flat.
-    jobs, new = [], []  # jobs: (photo, [output]); new: (output, description, photo) without a row yet
-    for photo in scan.photos:
+
+def _plan_jobs(photos, recipe, copies, seed, by_output, dataset_dir, result):
+    """(jobs: [(photo, [output still to write])], new: [(output, description, photo)] without a row yet).
+
+    Only names and descriptions are kept: rows are built when the manifest is written,
+    and the transform parameters drawn again just before a photo goes to a worker (the
+    plan depends on seed, path, recipe and copies only), so memory stays flat.
+    """
+    jobs, new = [], []
+    for photo in photos:
         outputs = []
         for output, _, description in plan_photo(photo, recipe, copies, seed):
             row = by_output.get(output)
@@ -277,65 +337,54 @@ def augment_dataset(
         if outputs:
             jobs.append((photo, outputs))
     new.sort(key=lambda entry: entry[0])
-    finished, failed_parents = set(), set()  # photos written in full in this run; photos that could not be read
+    return jobs, new
 
-    def manifest_rows():
-        fresh = (_augmented_row(photo, output, recipe, description, seed,
-                                status="ok" if photo.rel in finished else "pending")
-                 for output, description, photo in new
-                 if photo.rel not in failed_parents or (dataset_dir / output).is_file())
-        return _sorted_rows(rows, fresh)
 
-    def work():
-        for photo, outputs in jobs:
-            specs = {output: spec for output, spec, _ in plan_photo(photo, recipe, copies, seed)}
-            yield photo.path, [(dataset_dir / output, specs[output]) for output in outputs], png_writer
+def _manifest_rows(rows, new, finished, failed_parents, recipe, seed, dataset_dir):
+    """The manifest: ``rows``, then a row for each of this run's ``new`` outputs (see ``_sorted_rows``).
 
-    settings = {"recipe": recipe, "copies": copies, "splits": splits, "seed": seed,
-                "workers": workers, "executor": executor, "png_writer": png_writer}
-    if jobs:
-        # The plan first: what a complete run makes (the pending rows) and how to complete it.
-        write_json(dataset_dir / RUN_INFO_NAME, {"stage": "data_aug", "state": "running", "settings": settings,
-                                                 "planned": sum(len(outputs) for _, outputs in jobs)})
-        write_manifest(dataset_dir, manifest_rows())
+    A new output's row says ok once its photo is written in full, else pending; those of
+    a photo that could not be read are left out unless their file exists.
+    """
+    fresh = (_augmented_row(photo, output, recipe, description, seed,
+                            status="ok" if photo.rel in finished else "pending")
+             for output, description, photo in new
+             if photo.rel not in failed_parents or (dataset_dir / output).is_file())
+    return _sorted_rows(rows, fresh)
 
-    log.info(
-        "augmenting %d photo(s) in %s with recipe %s (%d per photo), %d worker(s); %d file(s) already done",
-        len(jobs), ", ".join(splits), recipe, copies, workers, result.already_done,
-    )
-    try:
-        # A few photos per worker in flight, not every photo queued at once: memory stays flat.
-        with _make_executor(executor, workers) as pool, \
-                contextlib.closing(bounded_map(_augment_job, work(), workers, 4 * workers, pool=pool)) as done, \
-                tqdm(total=len(jobs), unit="photo", disable=not progress, desc="augment") as bar:
-            for (photo, outputs), written in zip(jobs, done):
-                if isinstance(written, UnreadableImageError):
-                    result.unreadable.append((photo.rel, str(written)))
-                    failed_parents.add(photo.rel)
-                    log.warning("warning: skipped %s", written)
-                else:
-                    result.written += written
-                    finished.add(photo.rel)
-                    for output in outputs:
-                        if output in by_output:  # a row from an earlier run
-                            by_output[output]["status"] = "ok"
-                bar.update(1)
-    finally:
-        # Rows of photos that could not be read go; rows still pending stay, so a re-run
-        # (or --clean) knows about any file an interruption may have left.
-        rows = [r for r in rows if not (r["kind"] == AUGMENTED and r["parent"] in failed_parents
-                                        and not (dataset_dir / r["output"]).is_file())]
-        if jobs:
-            write_manifest(dataset_dir, manifest_rows())
 
-    result.unreadable.sort()
-    if result.unreadable:
-        log.warning("warning: %d unreadable photo(s) skipped, e.g. %s", len(result.unreadable), result.unreadable[0][1])
-    if len(result.unreadable) == len(scan.photos):
-        raise EFRError(f"{dataset_dir}: none of the {len(scan.photos)} photo(s) could be read; nothing augmented")
-    check_subject_disjoint(rows)
-    result.after = count_images(dataset_dir)
-    result.seconds = time.perf_counter() - started
+def _work(jobs, recipe, copies, seed, dataset_dir, png_writer):
+    """augment_photo's arguments for each job, its transform parameters drawn again from the plan."""
+    for photo, outputs in jobs:
+        specs = {output: spec for output, spec, _ in plan_photo(photo, recipe, copies, seed)}
+        yield photo.path, [(dataset_dir / output, specs[output]) for output in outputs], png_writer
+
+
+def _run_jobs(jobs, work, executor, workers, progress, by_output, result, finished, failed_parents):
+    """Augment each job's photo in the pool: count in ``result``, note the photo in ``finished`` or ``failed_parents``.
+
+    Marks the rows an earlier run left pending ok once their photo is written.
+    """
+    # A few photos per worker in flight, not every photo queued at once: memory stays flat.
+    with _make_executor(executor, workers) as pool, \
+            contextlib.closing(bounded_map(_augment_job, work, workers, 4 * workers, pool=pool)) as done, \
+            tqdm(total=len(jobs), unit="photo", disable=not progress, desc="augment") as bar:
+        for (photo, outputs), written in zip(jobs, done):
+            if isinstance(written, UnreadableImageError):
+                result.unreadable.append((photo.rel, str(written)))
+                failed_parents.add(photo.rel)
+                log.warning("warning: skipped %s", written)
+            else:
+                result.written += written
+                finished.add(photo.rel)
+                for output in outputs:
+                    if output in by_output:  # a row from an earlier run
+                        by_output[output]["status"] = "ok"
+            bar.update(1)
+
+
+def _write_finished(dataset_dir, settings, result):
+    """Write the run information of a finished run."""
     write_json(dataset_dir / RUN_INFO_NAME, {
         "stage": "data_aug",
         "state": "finished",
@@ -347,4 +396,3 @@ def augment_dataset(
         "counts_after": {f"{s}/{e}": dict(c) for (s, e), c in sorted(result.after.items())},
         "versions": library_versions(), "machine": machine_info(),
     })
-    return result
