@@ -15,13 +15,14 @@ from efr.io import runstate
 from efr.io.errors import EFRError
 from efr.io.imageio import write_text_atomic
 from efr.io.runinfo import write_json
-from efr.train.dataset import _check_enough, prepare_cross_validation, synthetic_dataset
+from efr.train.dataset import _check_enough, prepare_cross_validation
 from efr.train.evidence import (_base_args, _model_args, _per_class_table, _transductive_note, accuracy_evidence,
-                                epoch_histories, evidence_rows, provenance, settings_rows)
+                                evidence_rows, provenance, settings_rows)
 from efr.train.fit import set_seeds
 from efr.train.rundir import FOLD_RESULT_NAME, make_run_dir
 from efr.train.score import _build, _model_meta, fit_and_score, predictions_csv, train_batch
 from efr.train.settings import RunResult, is_fusion, kept_when_interrupted
+from efr.train.single import _report_flags
 
 log = logging.getLogger(__name__)
 
@@ -153,25 +154,68 @@ def _finish_cv(settings, run_dir, k, class_names, originals, size, fold_rows, al
                all_folds):
     y_true = np.concatenate(all_true)
     probs = np.concatenate(all_probs)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(fold_rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(fold_rows)
-    write_text_atomic(run_dir / "cv.csv", buffer.getvalue())
+    _write_cv_csv(run_dir / "cv.csv", fold_rows)
     pooled = evaluate.write_evaluation(run_dir, y_true, probs, class_names, title_suffix=f", {k} folds summed")
     write_text_atomic(run_dir / "test_predictions.csv",
                       predictions_csv(all_paths, y_true, probs, class_names, extra={"fold": all_folds}))
     evaluate.plot_fold_scores(fold_rows, run_dir / "cv_scores.png")
-    accuracies = np.array([r["accuracy"] for r in fold_rows])
-    f1s = np.array([r["macro_f1"] for r in fold_rows])
     subject_of = {str(s.path): s.subject for s in originals}
     all_subjects = [subject_of.get(str(p), "") for p in all_paths]
-    evidence = accuracy_evidence(probs.argmax(axis=1) == y_true, all_subjects, settings.seed)
+    evidence = _cv_evidence(probs.argmax(axis=1) == y_true, all_subjects, settings.seed)
+    results = _cv_results(k, fold_rows, evidence, pooled, class_names, originals)
+    summary_extra, notes = _plain_scores(fold_rows, results)
+    write_json(run_dir / "metrics.json", results)
+    wrong = evaluate.misclassified(all_paths, y_true, probs, class_names, limit=settings.gallery_size,
+                                   subjects=all_subjects)
+    histories = [(f"Fold {r['fold']}: ", evaluate.read_history(run_dir / f"fold{r['fold']}" / "history.csv"))
+                 for r in fold_rows]
+    flags = _report_flags(settings, pooled, histories, evidence)
+    rows, links = provenance(run_dir)
+    report.write_report(
+        run_dir / "report.html",
+        f"EFR {k}-fold cross-validation {run_dir.name}",
+        _cv_summary_rows(settings, size, originals, results, evidence, pooled, summary_extra),
+        tables=_cv_tables(settings, fold_rows, pooled, class_names),
+        figures=[("fold scores", run_dir / "cv_scores.png"),
+                 ("confusion matrix, folds summed (counts)", run_dir / "confusion_matrix.png"),
+                 ("confusion matrix, folds summed (row-normalised)", run_dir / "confusion_matrix_normalized.png")],
+        gallery=wrong,
+        gallery_total=int((probs.argmax(axis=1) != y_true).sum()),
+        notes=["Every photo is predicted once, by the model of the fold that held its subject out.", *notes],
+        flags=flags,
+        provenance=rows,
+        links=links,
+    )
+    log.info("cross-validation: accuracy %.3f ± %.3f, macro-F1 %.3f ± %.3f over %d folds; report %s",
+             results["accuracy_mean"], results["accuracy_std"], results["macro_f1_mean"], results["macro_f1_std"],
+             k, run_dir / "report.html")
+    return RunResult(run_dir, results)
+
+
+def _write_cv_csv(path, fold_rows):
+    """cv.csv: one row per fold."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(fold_rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(fold_rows)
+    write_text_atomic(path, buffer.getvalue())
+
+
+def _cv_evidence(correct, subjects, seed):
+    """accuracy_evidence of the pooled held-out predictions, its headline interval the subject bootstrap."""
+    evidence = accuracy_evidence(correct, subjects, seed)
     # For CV the headline interval is the subject bootstrap (photos of one person are not independent).
     if evidence["accuracy_ci95_subject_bootstrap"]:
         evidence["accuracy_ci95"] = evidence["accuracy_ci95_subject_bootstrap"]
         evidence["accuracy_ci95_method"] = "percentile bootstrap over subjects (2000 resamples), pooled folds"
-    results = {
+    return evidence
+
+
+def _cv_results(k, fold_rows, evidence, pooled, class_names, originals):
+    """metrics.json of a cross-validation: mean and spread over the folds, and the pooled scores."""
+    accuracies = np.array([r["accuracy"] for r in fold_rows])
+    f1s = np.array([r["macro_f1"] for r in fold_rows])
+    return {
         "folds": k,
         "accuracy_mean": float(accuracies.mean()),
         "accuracy_std": float(accuracies.std(ddof=1)),
@@ -187,6 +231,10 @@ def _finish_cv(settings, run_dir, k, class_names, originals, size, fold_rows, al
         "per_fold": fold_rows,
         "confusion_matrix": pooled["confusion_matrix"],
     }
+
+
+def _plain_scores(fold_rows, results):
+    """With --subject-norm: add the folds' accuracy without it to ``results``; return (summary rows, notes)."""
     summary_extra, notes = [], []
     if fold_rows and "plain_accuracy" in fold_rows[0]:
         plain = np.array([r["plain_accuracy"] for r in fold_rows])
@@ -195,52 +243,34 @@ def _finish_cv(settings, run_dir, k, class_names, originals, size, fold_rows, al
         summary_extra.append(("accuracy without --subject-norm (inductive)",
                               f"{plain.mean():.3f} ± {plain.std(ddof=1):.3f}"))
         notes.append(_transductive_note(plain.mean(), results["accuracy_mean"]))
-    write_json(run_dir / "metrics.json", results)
-    wrong = evaluate.misclassified(all_paths, y_true, probs, class_names, limit=settings.gallery_size,
-                                   subjects=all_subjects)
-    histories = [(f"Fold {r['fold']}: ", evaluate.read_history(run_dir / f"fold{r['fold']}" / "history.csv"))
-                 for r in fold_rows]
-    flags = evaluate.report_flags(pooled["per_class_recall"], pooled["chance_accuracy"], pooled["support"],
-                                  histories=epoch_histories(settings, histories),
-                                  test_subjects=evidence["test_subject_count"],
-                                  synthetic=synthetic_dataset(settings.dataset))
-    rows, links = provenance(run_dir)
-    report.write_report(
-        run_dir / "report.html",
-        f"EFR {k}-fold cross-validation {run_dir.name}",
-        [
-            ("model", f"{settings.model} ({size} x {size})"),
-            ("dataset", str(settings.dataset)),
-            ("photos / subjects", f"{len(originals)} / {len({s.subject for s in originals})}"),
-            ("accuracy mean ± std over folds" + (" (TRANSDUCTIVE: --subject-norm)" if summary_extra else ""),
-             f"{results['accuracy_mean']:.3f} ± {results['accuracy_std']:.3f}"),
-            ("macro-F1 mean ± std over folds", f"{results['macro_f1_mean']:.3f} ± {results['macro_f1_std']:.3f}"),
-            *summary_extra,
-            ("pooled accuracy", pooled["accuracy"]),
-            *evidence_rows(evidence),
-            ("chance accuracy", pooled["chance_accuracy"]),
-            *settings_rows(settings),
-            ("seed", settings.seed),
-        ],
-        tables=[
-            ("Folds", ("fold", "accuracy", "macro-F1", "train", "valid", "test",
-                       "C values tried" if is_fusion(settings) else "epochs", "test subjects"),
-             [(r["fold"], r["accuracy"], r["macro_f1"], r["train_images"], r["valid_images"], r["test_images"],
-               r["epochs_run"], r["test_subjects"]) for r in fold_rows]),
-            ("Per class (pooled held-out folds)", ("class", "precision", "recall", "F1", "support"),
-             _per_class_table(pooled, class_names)),
-        ],
-        figures=[("fold scores", run_dir / "cv_scores.png"),
-                 ("confusion matrix, folds summed (counts)", run_dir / "confusion_matrix.png"),
-                 ("confusion matrix, folds summed (row-normalised)", run_dir / "confusion_matrix_normalized.png")],
-        gallery=wrong,
-        gallery_total=int((probs.argmax(axis=1) != y_true).sum()),
-        notes=["Every photo is predicted once, by the model of the fold that held its subject out.", *notes],
-        flags=flags,
-        provenance=rows,
-        links=links,
-    )
-    log.info("cross-validation: accuracy %.3f ± %.3f, macro-F1 %.3f ± %.3f over %d folds; report %s",
-             results["accuracy_mean"], results["accuracy_std"], results["macro_f1_mean"], results["macro_f1_std"],
-             k, run_dir / "report.html")
-    return RunResult(run_dir, results)
+    return summary_extra, notes
+
+
+def _cv_summary_rows(settings, size, originals, results, evidence, pooled, summary_extra):
+    """The summary table of the cross-validation report."""
+    return [
+        ("model", f"{settings.model} ({size} x {size})"),
+        ("dataset", str(settings.dataset)),
+        ("photos / subjects", f"{len(originals)} / {len({s.subject for s in originals})}"),
+        ("accuracy mean ± std over folds" + (" (TRANSDUCTIVE: --subject-norm)" if summary_extra else ""),
+         f"{results['accuracy_mean']:.3f} ± {results['accuracy_std']:.3f}"),
+        ("macro-F1 mean ± std over folds", f"{results['macro_f1_mean']:.3f} ± {results['macro_f1_std']:.3f}"),
+        *summary_extra,
+        ("pooled accuracy", pooled["accuracy"]),
+        *evidence_rows(evidence),
+        ("chance accuracy", pooled["chance_accuracy"]),
+        *settings_rows(settings),
+        ("seed", settings.seed),
+    ]
+
+
+def _cv_tables(settings, fold_rows, pooled, class_names):
+    """The tables of the cross-validation report: the folds, and the pooled scores per class."""
+    return [
+        ("Folds", ("fold", "accuracy", "macro-F1", "train", "valid", "test",
+                   "C values tried" if is_fusion(settings) else "epochs", "test subjects"),
+         [(r["fold"], r["accuracy"], r["macro_f1"], r["train_images"], r["valid_images"], r["test_images"],
+           r["epochs_run"], r["test_subjects"]) for r in fold_rows]),
+        ("Per class (pooled held-out folds)", ("class", "precision", "recall", "F1", "support"),
+         _per_class_table(pooled, class_names)),
+    ]
