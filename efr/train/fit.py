@@ -133,31 +133,11 @@ def fit_model(built, train_data, valid_data, settings, meta, strategy, out_dir=N
     earlier phases are skipped, the phase it was in goes on after its last completed
     epoch with everything restored (see ``_restore_phase``).
     """
-    from efr.train.callbacks import (
-        BestModelSaver,
-        EpochLogger,
-        InterruptCheck,
-        LastModelSaver,
-        PhaseCSVLogger,
-        ResumableEarlyStopping,
-        TrainingCheckpoint,
-    )
+    from efr.train.callbacks import ResumableEarlyStopping
 
     model = built.model
     out_dir = Path(out_dir) if out_dir is not None else None
-    checkpoint = runstate.load_checkpoint(out_dir) if resumable else None
-    if hasattr(strategy, "share_from_chief"):  # multi-worker: process 0's run folder decides, the others follow
-        checkpoint = strategy.share_from_chief(checkpoint)
-    if resumable and checkpoint is None:
-        warn_lost_checkpoint(out_dir, prefix)
-    best = BestModelSaver(out_dir / "best.keras" if save_files else None, meta)
-    if out_dir is not None:
-        _trim_history(out_dir / "history.csv", checkpoint[0]["epochs_done"] if checkpoint else 0)
-    if checkpoint:
-        best.best, best.best_epoch = checkpoint[0]["best"]["best"], checkpoint[0]["best"]["best_epoch"]
-        best.best_weights = checkpoint[1].get("best") or None
-        log.info("%sresuming after epoch %d (checkpoint %s)", prefix, checkpoint[0]["epochs_done"],
-                 runstate.checkpoint_path(out_dir))
+    checkpoint, best = _start_fit(out_dir, strategy, meta, save_files, prefix, resumable)
     initial_epoch = 0
     phases = training_phases(built, settings)
     for index, (phase, epochs, lr, trainable) in enumerate(phases):
@@ -173,19 +153,8 @@ def fit_model(built, train_data, valid_data, settings, meta, strategy, out_dir=N
         end_epoch = phase_start + epochs
         if resuming_phase:
             initial_epoch, end_epoch = _restore_phase(model, checkpoint, stopping, strategy, end_epoch)
-        callbacks = [InterruptCheck(), EpochLogger(phase, phase_start + epochs, prefix)]
-        if out_dir is not None:
-            history_file = out_dir / "history.csv"
-            callbacks.append(PhaseCSVLogger(history_file, phase, append=index > 0 or history_file.is_file()))
-        if save_files:
-            callbacks.append(LastModelSaver(out_dir / "last.keras", meta))
-        if settings.tensorboard and out_dir is not None:
-            import keras
-
-            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out_dir / TENSORBOARD_DIR)))
-        callbacks += [*extra_callbacks, best, stopping]
-        if resumable:
-            callbacks.append(TrainingCheckpoint(out_dir, index, phase_start, best, stopping))
+        callbacks = _phase_callbacks(out_dir, settings, meta, save_files, prefix, extra_callbacks, resumable,
+                                     index, phase, phase_start, phase_start + epochs, best, stopping)
         # EpochData: a fresh endless dataset for this fit, at this phase's epoch
         epoch_data = train_data(initial_epoch - phase_start) if callable(train_data) else train_data
         history = model.fit(
@@ -204,6 +173,51 @@ def fit_model(built, train_data, valid_data, settings, meta, strategy, out_dir=N
         "best_val_loss": None if best.best_epoch is None else best.best,
         "phases": [p[0] for p in phases],
     }
+
+
+def _start_fit(out_dir, strategy, meta, save_files, prefix, resumable):
+    """(the checkpoint an interrupted fit left, or None; the BestModelSaver of every phase).
+
+    With a checkpoint the saver starts from its best so far; history.csv keeps the rows
+    of the checkpoint's epochs only.
+    """
+    from efr.train.callbacks import BestModelSaver
+
+    checkpoint = runstate.load_checkpoint(out_dir) if resumable else None
+    if hasattr(strategy, "share_from_chief"):  # multi-worker: process 0's run folder decides, the others follow
+        checkpoint = strategy.share_from_chief(checkpoint)
+    if resumable and checkpoint is None:
+        warn_lost_checkpoint(out_dir, prefix)
+    best = BestModelSaver(out_dir / "best.keras" if save_files else None, meta)
+    if out_dir is not None:
+        _trim_history(out_dir / "history.csv", checkpoint[0]["epochs_done"] if checkpoint else 0)
+    if checkpoint:
+        best.best, best.best_epoch = checkpoint[0]["best"]["best"], checkpoint[0]["best"]["best_epoch"]
+        best.best_weights = checkpoint[1].get("best") or None
+        log.info("%sresuming after epoch %d (checkpoint %s)", prefix, checkpoint[0]["epochs_done"],
+                 runstate.checkpoint_path(out_dir))
+    return checkpoint, best
+
+
+def _phase_callbacks(out_dir, settings, meta, save_files, prefix, extra_callbacks, resumable,
+                     index, phase, phase_start, phase_end, best, stopping):
+    """The callbacks of phase ``index`` (``phase``: its name), fitted from epoch ``phase_start`` to ``phase_end``."""
+    from efr.train.callbacks import EpochLogger, InterruptCheck, LastModelSaver, PhaseCSVLogger, TrainingCheckpoint
+
+    callbacks = [InterruptCheck(), EpochLogger(phase, phase_end, prefix)]
+    if out_dir is not None:
+        history_file = out_dir / "history.csv"
+        callbacks.append(PhaseCSVLogger(history_file, phase, append=index > 0 or history_file.is_file()))
+    if save_files:
+        callbacks.append(LastModelSaver(out_dir / "last.keras", meta))
+    if settings.tensorboard and out_dir is not None:
+        import keras
+
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out_dir / TENSORBOARD_DIR)))
+    callbacks += [*extra_callbacks, best, stopping]
+    if resumable:
+        callbacks.append(TrainingCheckpoint(out_dir, index, phase_start, best, stopping))
+    return callbacks
 
 
 def _restore_phase(model, checkpoint, stopping, strategy, end_epoch):
