@@ -55,6 +55,49 @@ def predict(model_path, inputs=(), camera=None, out_dir=None, fmt="csv", batch_s
     their person's mean (photos: people from RaFD names or ``subject_regex``; videos and
     cameras: the running mean of each face track).
     """
+    _check_options(inputs, camera, fmt, batch_size, every, max_frames, margin, max_faces, workers, runtime)
+    if show:
+        check_gui()
+    if out_dir is not None:
+        check_writable(out_dir)  # before the model loads and every face is found, not after
+    items = collect_inputs(inputs, out_dir) if inputs else []
+    if inputs and not items:
+        raise EFRError(f"no photos or videos found in {', '.join(str(i) for i in inputs)}")
+    subjects = None
+    if subject_norm:
+        # Photos are grouped by person; video and camera faces by face track (TrackCentring).
+        subjects = photo_subjects([i for i in items if i.kind == "image"], subject_regex)
+    if isinstance(model_path, Predictor):
+        predictor, model_path = model_path, model_path.model_path
+        if predictor.faces_only != bool(faces_only):
+            raise EFRError("faces_only differs from the loaded Predictor's: load it with faces_only="
+                           f"{bool(faces_only)}")
+    else:
+        predictor = _load(model_path, items, camera, allow_unfinished, cascade, margin, faces_only, batch_size,
+                          max_faces, runtime)
+    _check_subject_norm(predictor, model_path, subject_norm)
+    log.info("model %s: %d classes (%s), input %dx%d, run by %s", model_path, len(predictor.class_names),
+             ", ".join(predictor.class_names), predictor.image_size[1], predictor.image_size[0], predictor.runtime)
+    runner = Runner(predictor, out_dir=out_dir, workers=workers, progress=progress, show=show)
+    try:
+        _run_all(runner, items, subjects, camera, every, max_frames)
+    finally:
+        if show:
+            cv2.destroyAllWindows()
+    result = runner.result
+    if not result.rows:
+        raise EFRError(
+            f"nothing could be read: {len(result.skipped)} input(s) skipped"
+            + (f" (first: {result.skipped[0][1]})" if result.skipped else "")
+        )
+    if out_dir is not None:
+        result.predictions_file = write_predictions(result, out_dir, fmt, model_path)
+        result.outputs.append(result.predictions_file)
+    return result
+
+
+def _check_options(inputs, camera, fmt, batch_size, every, max_frames, margin, max_faces, workers, runtime):
+    """Refuse unusable options (EFRError) before anything is read."""
     if fmt not in FORMATS:
         raise EFRError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
     if camera is None and not inputs:
@@ -73,32 +116,22 @@ def predict(model_path, inputs=(), camera=None, out_dir=None, fmt="csv", batch_s
             raise EFRError(f"{option} {value}: expected {least} or more")
     if margin is not None and not 0.0 <= float(margin) <= 2.0:
         raise EFRError(f"--margin {margin}: expected a fraction of the face side between 0 and 2 (e.g. 0.1)")
-    if show:
-        check_gui()
-    if out_dir is not None:
-        check_writable(out_dir)  # before the model loads and every face is found, not after
-    items = collect_inputs(inputs, out_dir) if inputs else []
-    if inputs and not items:
-        raise EFRError(f"no photos or videos found in {', '.join(str(i) for i in inputs)}")
-    subjects = None
-    if subject_norm:
-        # Photos are grouped by person; video and camera faces by face track (TrackCentring).
-        subjects = photo_subjects([i for i in items if i.kind == "image"], subject_regex)
-    if isinstance(model_path, Predictor):
-        predictor, model_path = model_path, model_path.model_path
-        if predictor.faces_only != bool(faces_only):
-            raise EFRError("faces_only differs from the loaded Predictor's: load it with faces_only="
-                           f"{bool(faces_only)}")
-    else:
-        if runtime == "auto" and Path(model_path).is_file():
-            from efr.models.litert import worth_converting
 
-            photos = sum(1 for i in items if i.kind == "image")
-            if not worth_converting(model_path, photos, len(items) - photos + (camera is not None)):
-                runtime = "keras"  # a short job: converting for LiteRT would cost more than it saves
-        predictor = load_predictor(model_path, allow_unfinished=allow_unfinished, cascade=cascade, margin=margin,
-                                   faces_only=faces_only, batch_size=batch_size, max_faces=max_faces,
-                                   runtime=runtime)
+
+def _load(model_path, items, camera, allow_unfinished, cascade, margin, faces_only, batch_size, max_faces, runtime):
+    """load_predictor for this job; runtime "auto" runs a short job by Keras rather than converting for LiteRT."""
+    if runtime == "auto" and Path(model_path).is_file():
+        from efr.models.litert import worth_converting
+
+        photos = sum(1 for i in items if i.kind == "image")
+        if not worth_converting(model_path, photos, len(items) - photos + (camera is not None)):
+            runtime = "keras"  # a short job: converting for LiteRT would cost more than it saves
+    return load_predictor(model_path, allow_unfinished=allow_unfinished, cascade=cascade, margin=margin,
+                          faces_only=faces_only, batch_size=batch_size, max_faces=max_faces, runtime=runtime)
+
+
+def _check_subject_norm(predictor, model_path, subject_norm):
+    """Refuse --subject-norm for a model trained without it, and its absence for one trained with it."""
     if predictor.subject_norm and not subject_norm:
         raise EFRError(
             f"{model_path} was trained with --subject-norm: it classifies a face relative to the other photos of "
@@ -107,32 +140,19 @@ def predict(model_path, inputs=(), camera=None, out_dir=None, fmt="csv", batch_s
     if subject_norm and not predictor.subject_norm:
         raise EFRError(f"--subject-norm: {model_path} was not trained with --subject-norm (efe_cnn.py --model "
                        "fusion --subject-norm); leave the option out")
-    log.info("model %s: %d classes (%s), input %dx%d, run by %s", model_path, len(predictor.class_names),
-             ", ".join(predictor.class_names), predictor.image_size[1], predictor.image_size[0], predictor.runtime)
-    runner = Runner(predictor, out_dir=out_dir, workers=workers, progress=progress, show=show)
-    try:
-        if camera is not None:
-            runner.run_camera(camera, every=every, max_frames=max_frames)
-        images = [i for i in items if i.kind == "image"]
-        videos = [i for i in items if i.kind == "video"]
-        if images and subjects is not None:
-            runner.run_images_grouped(images, subjects)
-        elif images:
-            runner.run_images(images)
-        for item in videos:
-            if runner.stopped:
-                break
-            runner.run_video(item, every=every, max_frames=max_frames)
-    finally:
-        if show:
-            cv2.destroyAllWindows()
-    result = runner.result
-    if not result.rows:
-        raise EFRError(
-            f"nothing could be read: {len(result.skipped)} input(s) skipped"
-            + (f" (first: {result.skipped[0][1]})" if result.skipped else "")
-        )
-    if out_dir is not None:
-        result.predictions_file = write_predictions(result, out_dir, fmt, model_path)
-        result.outputs.append(result.predictions_file)
-    return result
+
+
+def _run_all(runner, items, subjects, camera, every, max_frames):
+    """Run the camera, then the photos (grouped by person with ``subjects``), then each video until stopped."""
+    if camera is not None:
+        runner.run_camera(camera, every=every, max_frames=max_frames)
+    images = [i for i in items if i.kind == "image"]
+    videos = [i for i in items if i.kind == "video"]
+    if images and subjects is not None:
+        runner.run_images_grouped(images, subjects)
+    elif images:
+        runner.run_images(images)
+    for item in videos:
+        if runner.stopped:
+            break
+        runner.run_video(item, every=every, max_frames=max_frames)
