@@ -284,46 +284,16 @@ def run_clustering(dataset, out_dir, model_path=None, features="model", pca=50, 
 
     Returns the results dict (also written to cluster.json with settings and versions).
     """
-    from efr.data import pipelines as efr_data
     from efr.io.runinfo import library_versions, machine_info, write_json
 
     check_options(out_dir, features, pca, split, centroid_split, methods, map_method, dataset=dataset)
-    model, meta, class_names, image_size = None, {}, None, None
-    if model_path is not None:
-        from efr.models.modelio import load_model, read_meta
-
-        read_meta(model_path)  # a missing or foreign file is refused first
-        runstate.check_model_finished(model_path, allow_unfinished, log)
-        model, meta = load_model(model_path)
-        class_names = list(meta["class_names"])
-        image_size = int(meta["image_size"][0])
-    elif features == "model":
-        raise EFRError("--features model needs --model runs/<name>/best.keras (or use --features pixels or hog)")
-
-    paths, labels, class_names = efr_data.list_split(dataset, split, include_augmented=False, class_names=class_names)
-    if not paths:
-        raise EFRError(f"{Path(dataset) / split} has no images: run crop.py first, or choose another --split")
-    labels = np.asarray(labels)
-    present = sorted(set(labels.tolist()))
+    model, meta, class_names, image_size = _load_feature_model(model_path, features, allow_unfinished)
+    paths, labels, class_names, present = _split_faces(dataset, split, class_names)
     k = len(present)
-    if k < 2:
-        raise EFRError(f"{Path(dataset) / split} holds faces of {k} emotion ({', '.join(class_names[i] for i in present)})"
-                       ": clustering by emotion needs at least 2; choose another --split or add photos")
     log.info("%s: %d faces of %d emotions; %s features", split, len(paths), k, features)
     test_raw = extract_features(features, paths, model, image_size, meta, _subjects_of(dataset, split, paths))
-
-    train_raw = train_labels = None
-    if centroid_split:
-        try:
-            train_paths, train_labels, _ = efr_data.list_split(dataset, centroid_split, include_augmented=False,
-                                                               class_names=class_names)
-        except EFRError as err:
-            log.warning("no nearest-centroid score: %s", err)
-            train_paths = []
-        if train_paths:
-            train_raw = extract_features(features, train_paths, model, image_size, meta,
-                                         _subjects_of(dataset, centroid_split, train_paths))
-            train_labels = np.asarray(train_labels)
+    train_raw, train_labels = _centroid_features(dataset, centroid_split, class_names, features, model, image_size,
+                                                 meta)
 
     # Standardisation and PCA are fitted on the Train split when there is one (as a
     # classifier would be), else on the clustered split itself (unsupervised either way).
@@ -341,14 +311,8 @@ def run_clustering(dataset, out_dir, model_path=None, features="model", pca=50, 
         "model": str(model_path) if model_path else None,
         "model_meta": {key: meta[key] for key in ("model", "image_size", "run") if key in meta},
         "seed": seed,
-        "clustering": {},
+        "clustering": _score_methods(test_features, labels, k, methods, class_names, seed),
     }
-    for method in methods:
-        scores = cluster_scores(test_features, labels, k, method, seed)
-        scores["mapping"] = {str(c): class_names[e] for c, e in scores["mapping"].items()}
-        results["clustering"][method] = scores
-        log.info("%-13s matched accuracy %.3f  NMI %.3f  ARI %.3f", method, scores["matched_accuracy"],
-                 scores["nmi"], scores["ari"])
     if train_raw is not None:
         results["nearest_centroid"] = {
             "centroids_from": centroid_split,
@@ -365,3 +329,64 @@ def run_clustering(dataset, out_dir, model_path=None, features="model", pca=50, 
     )
     write_json(out_dir / "cluster.json", dict(results, versions=library_versions(), machine=machine_info()))
     return results
+
+
+def _load_feature_model(model_path, features, allow_unfinished):
+    """(model, its EFR metadata, class names, input side) of ``model_path``; all empty without one."""
+    if model_path is None:
+        if features == "model":
+            raise EFRError("--features model needs --model runs/<name>/best.keras (or use --features pixels or hog)")
+        return None, {}, None, None
+    from efr.models.modelio import load_model, read_meta
+
+    read_meta(model_path)  # a missing or foreign file is refused first
+    runstate.check_model_finished(model_path, allow_unfinished, log)
+    model, meta = load_model(model_path)
+    return model, meta, list(meta["class_names"]), int(meta["image_size"][0])
+
+
+def _split_faces(dataset, split, class_names):
+    """(paths, labels, class names, the classes present) of the split to cluster; it needs 2 emotions or more."""
+    from efr.data import pipelines as efr_data
+
+    paths, labels, class_names = efr_data.list_split(dataset, split, include_augmented=False, class_names=class_names)
+    if not paths:
+        raise EFRError(f"{Path(dataset) / split} has no images: run crop.py first, or choose another --split")
+    labels = np.asarray(labels)
+    present = sorted(set(labels.tolist()))
+    k = len(present)
+    if k < 2:
+        raise EFRError(f"{Path(dataset) / split} holds faces of {k} emotion ({', '.join(class_names[i] for i in present)})"
+                       ": clustering by emotion needs at least 2; choose another --split or add photos")
+    return paths, labels, class_names, present
+
+
+def _centroid_features(dataset, centroid_split, class_names, features, model, image_size, meta):
+    """(features, labels) of the ``centroid_split`` faces; (None, None) without that split."""
+    from efr.data import pipelines as efr_data
+
+    train_raw = train_labels = None
+    if centroid_split:
+        try:
+            train_paths, train_labels, _ = efr_data.list_split(dataset, centroid_split, include_augmented=False,
+                                                               class_names=class_names)
+        except EFRError as err:
+            log.warning("no nearest-centroid score: %s", err)
+            train_paths = []
+        if train_paths:
+            train_raw = extract_features(features, train_paths, model, image_size, meta,
+                                         _subjects_of(dataset, centroid_split, train_paths))
+            train_labels = np.asarray(train_labels)
+    return train_raw, train_labels
+
+
+def _score_methods(features, labels, k, methods, class_names, seed):
+    """{method: its cluster_scores, clusters named by emotion} for each clustering method."""
+    clustering = {}
+    for method in methods:
+        scores = cluster_scores(features, labels, k, method, seed)
+        scores["mapping"] = {str(c): class_names[e] for c, e in scores["mapping"].items()}
+        clustering[method] = scores
+        log.info("%-13s matched accuracy %.3f  NMI %.3f  ARI %.3f", method, scores["matched_accuracy"],
+                 scores["nmi"], scores["ari"])
+    return clustering
