@@ -380,13 +380,30 @@ def make_dataset(paths, labels, num_classes, image_size, batch_size, shuffle=Fal
     full (an epoch's last, smaller batch is dropped) and this process gets its
     1/processes slice of each, so together the processes see the same batches.
     """
-    import numpy as np
-    import tensorflow as tf
-
     if len(paths) != len(labels):
         raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
     if not len(paths):
         raise EFRError("no images to make a dataset from")
+    data = _decoded_batches(paths, labels, image_size, batch_size, shuffle, seed, cache,
+                            drop_remainder=shard is not None)
+    if start_epoch is not None:
+        if not shuffle:
+            raise ValueError("start_epoch is for shuffled training data")
+        data = data.repeat()  # every repetition reshuffles: epoch after epoch from one seeded sequence
+        if start_epoch:
+            data = data.skip(int(start_epoch) * steps_per_epoch(len(paths), batch_size, shard is not None))
+    if shard is not None:
+        data = _shard_batches(data, shard, batch_size)
+    if augment == "online":
+        augment = make_augmenter(seed)
+    return _float_batches(data, num_classes, augment)
+
+
+def _decoded_batches(paths, labels, image_size, batch_size, shuffle, seed, cache, drop_remainder):
+    """Batches of (uint8 images, class indices), decoded once and cached when ``cache`` allows, shuffled."""
+    import numpy as np
+    import tensorflow as tf
+
     autotune = tf.data.AUTOTUNE
     count = len(paths)
     data = tf.data.Dataset.from_tensor_slices(
@@ -403,23 +420,24 @@ def make_dataset(paths, labels, num_classes, image_size, batch_size, shuffle=Fal
         data = data.shuffle(count, seed=seed, reshuffle_each_iteration=True)
     if not cached:
         data = data.map(load, num_parallel_calls=autotune)
-    data = data.batch(batch_size, drop_remainder=shard is not None)
-    if start_epoch is not None:
-        if not shuffle:
-            raise ValueError("start_epoch is for shuffled training data")
-        data = data.repeat()  # every repetition reshuffles: epoch after epoch from one seeded sequence
-        if start_epoch:
-            data = data.skip(int(start_epoch) * steps_per_epoch(count, batch_size, shard is not None))
-    if shard is not None:
-        process, processes = shard
-        if batch_size % processes:
-            raise EFRError(f"--batch-size {batch_size}: must be a multiple of the {processes} processes")
-        part = batch_size // processes
-        data = data.map(lambda images, label: (images[process * part:(process + 1) * part],
-                                               label[process * part:(process + 1) * part]))
+    return data.batch(batch_size, drop_remainder=drop_remainder)
 
-    if augment == "online":
-        augment = make_augmenter(seed)
+
+def _shard_batches(data, shard, batch_size):
+    """This process's slice of each batch; ``shard``: (process, processes)."""
+    process, processes = shard
+    if batch_size % processes:
+        raise EFRError(f"--batch-size {batch_size}: must be a multiple of the {processes} processes")
+    part = batch_size // processes
+    return data.map(lambda images, label: (images[process * part:(process + 1) * part],
+                                           label[process * part:(process + 1) * part]))
+
+
+def _float_batches(data, num_classes, augment):
+    """(float32 images, augmented by ``augment`` when given, one-hot labels), prefetched."""
+    import tensorflow as tf
+
+    autotune = tf.data.AUTOTUNE
 
     def to_float(images, label):
         images = tf.cast(images, tf.float32)
