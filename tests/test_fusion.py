@@ -75,6 +75,24 @@ def test_fusion_head_regularisation_is_chosen_on_valid(plain_run):
     assert plain_run.metrics["best_epoch"] == rows.index(best) + 1
 
 
+def test_fusion_head_is_refitted_on_train_and_valid_with_the_chosen_c():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 6)) * 3
+    x_train = np.concatenate([centres[k] + rng.normal(size=(20, 6)) for k in (0, 1)]).astype(np.float32)
+    y_train = np.repeat([0, 1], 20)
+    x_valid = np.concatenate([centres[k] + rng.normal(size=(10, 6)) for k in (0, 1, 2)]).astype(np.float32)
+    y_valid = np.repeat([0, 1, 2], 10)
+    only_train = fusion_head.fit_head(x_train, y_train, x_valid, y_valid, 3, refit=False)
+    refitted = fusion_head.fit_head(x_train, y_train, x_valid, y_valid, 3)
+    assert refitted.C == only_train.C and refitted.path == only_train.path  # C still chosen by Train-only fits
+    assert only_train.bias[2] == -30.0 and not only_train.weights[:, 2].any()  # class 2 never seen in Train
+    assert refitted.weights[:, 2].any()  # ... but learnt from Valid after the refit
+    pooled = np.concatenate([x_train, x_valid])
+    np.testing.assert_allclose(refitted.mean, pooled.mean(axis=0), rtol=1e-5, atol=1e-5)
+    probs = fusion_head.head_predict(refitted, centres[2][None].astype(np.float32))
+    assert probs.argmax() == 2
+
+
 def test_fusion_model_round_trips_through_predict(plain_run, dataset):
     expected = _predictions(plain_run.run_dir)
     result = predict(plain_run.run_dir / "best.keras", [dataset / "Test"], faces_only=True, progress=False)

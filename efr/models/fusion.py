@@ -1,10 +1,10 @@
 """``--model fusion``: frozen features (efr.models.features) with a trained softmax head.
 
 Training extracts the fused vector of every face once (cached beside the dataset),
-standardises it with the Train statistics, optionally centres it per person
-(``--subject-norm``), and fits a multinomial logistic regression, the softmax head:
-scikit-learn's L-BFGS solver, its L2 strength chosen among ``C_GRID`` by the Valid
-split's log-loss (Test is never looked at).  It takes seconds on a CPU.
+optionally centres it per person (``--subject-norm``), standardises it, and fits a
+multinomial logistic regression, the softmax head: scikit-learn's L-BFGS solver, its L2
+strength chosen among ``C_GRID`` by the Valid split's log-loss, then fitted again with that
+strength on Train and Valid together (Test is never looked at).  It takes seconds on a CPU.
 
 The result is saved as one ordinary EFR ``.keras`` file: a Keras model with inputs
 
