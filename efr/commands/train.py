@@ -160,19 +160,30 @@ def multi_worker(settings):
 
 
 def run_multi_worker(settings):
-    """run_training on Keras' JAX backend, one of several processes (efr.train.distributed).
+    """run_training on Keras' JAX backend, one of several processes (efr.train.distributed)."""
+    import dataclasses
 
+    from efr.train.distributed import cluster_from_env, use_jax_backend
+    from efr.train.run import run_training
+
+    use_jax_backend(settings.cpu_devices)
+    result = one_of_several(lambda stop: run_training(settings, on_peer_failure=stop))
+    return result if cluster_from_env().process_id == 0 else dataclasses.replace(result, run_dir=None)
+
+
+def one_of_several(work):
+    """``work(stop)`` as one of several processes: its result, or the end of this process.
+
+    ``stop(message)`` is the watchdog's call (efr.train.distributed.start's ``on_peer_failure``).
     Any failure, here or in another process, ends this process at once with one 'error:' line
-    naming the process that failed: a normal exit would wait at JAX's shutdown barrier for
-    processes that are no longer training.
+    naming the process that failed (an error that another process's loss caused here, such as
+    a failed collective operation, is settled first: efr.train.distributed.settle_error): a
+    normal exit would wait for processes that are no longer training.
     """
     import os
 
     from efr.commands.cli import error_exit_code
-    import dataclasses
-
-    from efr.train.distributed import cluster_from_env, report_failure, use_jax_backend
-    from efr.train.run import run_training
+    from efr.train.distributed import report_failure, settle_error
 
     def stop(message):
         log = logging.getLogger("efr")
@@ -180,12 +191,11 @@ def run_multi_worker(settings):
         logging.shutdown()
         os._exit(EXIT_USER_ERROR)
 
-    use_jax_backend(settings.cpu_devices)
     try:
-        result = run_training(settings, on_peer_failure=stop)
-        return result if cluster_from_env().process_id == 0 else dataclasses.replace(result, run_dir=None)
+        return work(stop)
     except BaseException as err:  # noqa: BLE001 - every failure ends the process now (see above)
-        code = error_exit_code(err)  # the error line first: JAX may end this process once the others stop
+        settle_error(err, stop)  # returns when the error is this process's own (else it ends the process)
+        code = error_exit_code(err)  # the error line first, then the others are told
         report_failure(err)
         sys.stdout.flush()
         logging.shutdown()
