@@ -240,8 +240,11 @@ EPOCHS = 4
 
 
 def _start_training(dataset, runs, processes=2):
-    """`efr train --distribute multi-worker` on ``processes`` processes; the same command on each."""
-    env = dict(_worker_env(_free_port(), processes), KERAS_BACKEND="jax")  # the wrapper imports Keras first
+    """`efr train --distribute multi-worker` on ``processes`` processes; the same command on each (temporary
+    folders in ``runs``: a killed process leaves its own)."""
+    runs.mkdir(parents=True, exist_ok=True)
+    # KERAS_BACKEND: the wrapper imports Keras before efr chooses the backend
+    env = dict(_worker_env(_free_port(), processes), KERAS_BACKEND="jax", TMPDIR=str(runs))
     args = ["train", "--dataset", str(dataset), "--runs-dir", str(runs), "--name", "mw", "--img-size", "32",
             "--batch-size", "8", "--epochs", str(EPOCHS), "--patience", "20", "--distribute", "multi-worker",
             "--cpu-devices", "1"]

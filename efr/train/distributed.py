@@ -35,6 +35,7 @@ import logging
 import os
 import pickle
 import re
+import shutil
 import sys
 import threading
 import time
@@ -273,6 +274,7 @@ def start(cluster, on_peer_failure=None):
 _current = None  # the JaxStrategy of this process once start() joined
 _watchdog = None  # its Watchdog thread (several processes)
 _stderr = None  # a copy of its stderr's file descriptor, taken when it joined
+_scratch = []  # its temporary run folders (scratch_runs_dir), removed when another process's failure ends it
 
 
 # ----------------------------------------------------------------------------------
@@ -400,6 +402,8 @@ def _end_for_peer(cluster, message, failed, on_failure):
     _peer_failed.set()
     _claim_stop()  # waits for good when another thread is ending this process already
     _leave_after_error(cluster, failed)
+    for folder in _scratch:  # this process's temporary run folder: nobody else removes it
+        shutil.rmtree(folder, ignore_errors=True)
     if _stderr is not None:  # the training thread may be importing TensorFlow, whose start-up lines efr.io.tfquiet
         with contextlib.suppress(OSError):  # sends to a file shown after the import: this process ends first
             sys.stderr.flush()
@@ -556,4 +560,6 @@ def scratch_runs_dir(strategy):
         return None
     import tempfile
 
-    return tempfile.mkdtemp(prefix=f"efr-process{strategy.process_id}-")
+    folder = tempfile.mkdtemp(prefix=f"efr-process{strategy.process_id}-")
+    _scratch.append(folder)
+    return folder
