@@ -60,3 +60,24 @@ def test_command_line_shortens_long_input_lists():
     demo = load_demo()
     line = demo.command_line("predict", ["--model", "m.keras"] + [f"p{i}.jpg" for i in range(30)])
     assert line.startswith("$ efr predict --model m.keras p0.jpg") and "(20 more)" in line
+
+
+def test_demo_docs_table_meets_its_floor_and_the_example_output_is_its_seed_0():
+    """docs/demo.md's per-seed table (written by bench/demo_seeds.py) and the figures the docs quote agree."""
+    import re
+    import sys
+
+    sys.path.insert(0, str(REPO / "bench"))
+    import demo_seeds
+
+    text = (REPO / "docs" / "demo.md").read_text(encoding="utf-8")
+    assert text.count(demo_seeds.BEGIN) == 1 and text.count(demo_seeds.END) == 1
+    section = text.split(demo_seeds.BEGIN)[1].split(demo_seeds.END)[0]
+    rows = re.findall(r"^\| (\d+) \| ([0-9.]+) \| (\d+)/(\d+) \| (\d+) \| (\d+) \|$", section, re.M)
+    assert len(rows) >= 5, "the table should hold at least 5 seeds"
+    assert all(float(acc) >= demo_seeds.FLOOR for _, acc, *_ in rows), rows
+    assert f"at least {demo_seeds.FLOOR:.2f} test accuracy on every seed" in text
+    seed, acc, right, photos, _, _ = rows[0]
+    assert seed == "0"
+    assert f"test accuracy (efe_cnn.py, Test faces): {acc} (chance 0.125)" in text
+    assert f"held-out raw photos (predict.py): {right}/{photos} right" in text

@@ -3,7 +3,7 @@
     efr demo                  # about 1-4 minutes on 2 CPU cores (docs/demo.md); everything under demo/
     efr demo --smoke          # the smallest settings: checks that every stage runs
 
-Stages: draw 20 people x 8 emotions x 3 gazes as 681x1024 RaFD-named photos
+Stages: draw 40 people x 8 emotions x 3 gazes as 681x1024 RaFD-named photos
 (efr.data.synthetic.render) -> crop (64 px faces, subject-disjoint Train/Valid/Test) -> augment
 (2 variants per Train/Valid photo) -> train (the seed CNN at 64 px) -> predict on
 the raw photos of the Test subjects, people the model never saw.  Ends by printing
