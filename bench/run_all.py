@@ -5,7 +5,7 @@
     python bench/run_all.py --only crop,predict
     python bench/run_all.py --quick --no-write # print the section, leave BENCHMARKS.md alone
 
-Each benchmark (crop, augment, pipeline, memory, predict, scaling, serve) runs as a subprocess
+Each benchmark (crop, augment, pipeline, memory, predict, scaling, serve, demo) runs as a subprocess
 with ``--json PATH`` and writes its result in the shape described in bench/common.py;
 its printed output passes through, its stderr goes to bench/out/run_all/<name>.stderr.txt.
 A benchmark that fails, times out or writes no JSON (e.g. a script without --json) is
@@ -68,6 +68,8 @@ BENCHES = {
     "scaling": ("bench_scaling.py", ["--rounds", "2"], ["--quick"]),
     # efr serve (8 clients, one photo a request) against in-process efr predict on the same photos
     "serve": ("bench_serve.py", ["--photos", "48", "--rounds", "2"], ["--photos", "16", "--rounds", "1"]),
+    # the demo from scratch on 5 seeds (about 17 min on 2 busy cores; --write-docs is left to the user)
+    "demo": ("demo_seeds.py", [], ["--seeds", "0"]),
 }
 
 
