@@ -6,8 +6,10 @@
 Both ways get the same RaFD-sized synthetic photos (bench_predict.py's) and the same loaded model:
 
 * in process: efr.predict.run.predict(predictor, photos) (detection in threads, batches);
-* the server: efr.serve.app on loopback (uvicorn), ``--clients`` threads each sending one photo per
-  POST /predict (the photo's bytes read once beforehand), every photo --passes times.
+* the server: `efr serve` in its own process on loopback (``--in-process-server``: efr.serve.app on a
+  thread of this process, where the clients' threads share its interpreter lock), ``--clients`` threads
+  each sending one photo per POST /predict (the photo's bytes read once beforehand), every photo
+  --passes times.
 
 Reports faces per second both ways and the server's p50/p95 latency of a one-photo request with
 ``--clients`` clients at once; targets: server / in-process faces per second >= 0.8 and p95 <= 150 ms.
@@ -17,7 +19,10 @@ Rounds alternate the two ways; the fastest round of each is kept.  Every request
 
 import argparse
 import concurrent.futures
+import contextlib
 import os
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,6 +48,9 @@ def parse_args(argv=None):
     parser.add_argument("--img-size", type=int, default=64, help="seed CNN input side (bench_predict.py's default)")
     parser.add_argument("--model", default=None, help="an EFR model (or efrnet) instead of the seed CNN")
     parser.add_argument("--out", default=str(REPO / "bench" / "out" / "serve"), help="scratch folder")
+    parser.add_argument("--in-process-server", action="store_true",
+                        help="serve from a thread of this process instead of an `efr serve` process")
+    parser.add_argument("--serve-args", default="", help="more `efr serve` options, e.g. \"--workers 4 --max-wait-ms 2\"")
     common.add_json_option(parser)
     return parser.parse_args(argv)
 
@@ -85,6 +93,39 @@ def through_server(url, bodies, clients):
             sum(p[3] for p in parts))
 
 
+@contextlib.contextmanager
+def server_process(model_path, log_path, extra=()):
+    """`efr serve --model MODEL --port P` as a subprocess; yield its base URL once /health answers."""
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "efr", "serve", "--model", str(model_path), "--port", str(port),
+                                 "--quiet", *extra], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 180
+        try:
+            while True:
+                if proc.poll() is not None:
+                    raise SystemExit(f"efr serve ended with status {proc.returncode}; see {log_path}")
+                try:
+                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"efr serve did not answer /health in 180 s; see {log_path}")
+                time.sleep(0.5)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
 def main(argv=None):
     args = parse_args(argv)
     from efr.predict.predictor import load_predictor
@@ -98,7 +139,9 @@ def main(argv=None):
     load_before = os.getloadavg()[0]
     best_local = best_server = None
     failures, lost = 0, 0
-    with running_server(create_app(predictor)) as url:
+    serving = (running_server(create_app(predictor)) if args.in_process_server
+               else server_process(model_path, out / "server.log", args.serve_args.split()))
+    with serving as url:
         in_process(predictor, photos[:4])  # warm-up both ways
         through_server(url, bodies[: args.clients], args.clients)
         for _ in range(args.rounds):
@@ -135,7 +178,9 @@ def main(argv=None):
                      common.target("serve p95 latency, one photo, ms", round(p95, 1), P95_GOAL_MS, "<=",
                                    f"{args.clients} concurrent clients, {os.cpu_count()} CPUs")],
             notes=[f"model {model_path.name}, runtime {predictor.runtime}; load average {load_before:.1f} before",
-                   "the same loaded predictor serves both ways, one way at a time"]))
+                   "the server: " + ("a thread of the benchmark's process" if args.in_process_server
+                                     else "an `efr serve` process; the clients in the benchmark's process"),
+                   "one way at a time"]))
     return 1 if failures + lost else 0
 
 
