@@ -81,10 +81,61 @@ def framing(folder):
     return len(sides), float(np.median(sides)), float(np.median(downs))
 
 
+def run_seed(seed, crops, recipes, args):
+    """Every recipe on one seed's folds: (table lines, {(crop, recipe): test subjects per fold}, {(crop, recipe): means})."""
+    py = sys.executable
+    lines = ["| crops | method | accuracy per fold | mean ± sd | without --subject-norm (inductive) |",
+             "|---|---|---|---|---|"]
+    folds_seen, means = {}, {}
+    for crop in crops:
+        dataset = OUT / (f"jaffe-{crop}" + (f"-seed{seed}" if seed else ""))  # folds follow the seed
+        if not (dataset / "crop_summary.json").is_file():
+            run_command([py, "crop.py", "--src", JAFFE, "--dst", dataset, "--layout", "folders", "--subject-regex",
+                         r"^([A-Z]{2})\.", "--folds", args.folds, "--seed", seed, "--quiet", *CROPS[crop]],
+                        OUT / f"crop-{crop}-seed{seed}.log")
+        for name in recipes:
+            run_dir = OUT / "runs" / f"{crop}-{name}-cv{args.folds}-seed{seed}"
+            if not (args.reuse and (run_dir / "metrics.json").is_file()):
+                seconds = run_command([py, "efe_cnn.py", "--dataset", dataset, "--runs-dir", OUT / "runs", "--name",
+                                       run_dir.name, "--exist-ok", "--folds", args.folds, "--seed", seed,
+                                       "--quiet", *RECIPES[name]], OUT / f"{run_dir.name}.log")
+                print(f"  seed {seed} {crop} {name}: {seconds:.0f} s", flush=True)
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+            per_fold = metrics["per_fold"]
+            folds_seen[(crop, name)] = [r["test_subjects"] for r in per_fold]
+            accs = [r["accuracy"] for r in per_fold]
+            means[(crop, name)] = float(np.mean(accs))
+            plain = (mean_std([r["plain_accuracy"] for r in per_fold]) + " (this run)"
+                     if "plain_accuracy" in per_fold[0] else "")
+            label = name + (" (transductive)" if "plain_accuracy" in per_fold[0] else "")
+            lines.append(f"| {crop} | {label} | {' '.join(f'{a:.3f}' for a in accs)} | {mean_std(accs)} | {plain} |")
+            print(lines[-1], flush=True)
+    if any(v != next(iter(folds_seen.values())) for v in folds_seen.values()):
+        raise SystemExit(f"seed {seed}: the runs' folds differ: not comparable")
+    return lines, folds_seen, means
+
+
+def seed_table(per_seed, crops, recipes):
+    """Lines of a table: each recipe's mean over folds on each seed, and the mean ± sd of those over seeds."""
+    seeds = list(per_seed)
+    lines = [f"| crops | method | mean over folds, fold seeds {', '.join(map(str, seeds))} | mean ± sd over seeds |",
+             "|---|---|---|---|"]
+    for crop in crops:
+        for name in recipes:
+            values = [per_seed[seed][2][(crop, name)] for seed in seeds]
+            label = name + (" (transductive)" if "norm" in name else "")
+            lines.append(f"| {crop} | {label} | {' '.join(f'{v:.3f}' for v in values)} | {mean_std(values)} |")
+    print("\n".join(lines), flush=True)
+    return lines
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default=None,
+                        help="comma list of fold seeds (e.g. 0,1,2): every recipe on each seed's folds, and a table "
+                             "of the means over seeds; the first seed's per-fold table is kept (default: --seed)")
     parser.add_argument("--recipes", default="efrnet,fusion,fusion-norm,fusion-trunk-hog,fusion-trunk-hog-norm",
                         help=f"comma list of {', '.join(RECIPES)}")
     parser.add_argument("--crops", default="haar,aligned", help="comma list of haar, aligned")
@@ -98,36 +149,13 @@ def main(argv=None):
               "and third-party weights are not in the repository")
         return 0
     OUT.mkdir(parents=True, exist_ok=True)
-    py = sys.executable
+    seeds = [int(v) for v in args.seeds.split(",")] if args.seeds else [args.seed]
     crops = [c.strip() for c in args.crops.split(",") if c.strip()]
-    lines = ["| crops | method | accuracy per fold | mean ± sd | without --subject-norm (inductive) |",
-             "|---|---|---|---|---|"]
-    folds_seen = {}
-    for crop in crops:
-        dataset = OUT / (f"jaffe-{crop}" + (f"-seed{args.seed}" if args.seed else ""))  # folds follow the seed
-        if not (dataset / "crop_summary.json").is_file():
-            run_command([py, "crop.py", "--src", JAFFE, "--dst", dataset, "--layout", "folders", "--subject-regex",
-                         r"^([A-Z]{2})\.", "--folds", args.folds, "--seed", args.seed, "--quiet", *CROPS[crop]],
-                        OUT / f"crop-{crop}.log")
-        for name in recipes:
-            run_dir = OUT / "runs" / f"{crop}-{name}-cv{args.folds}-seed{args.seed}"
-            if not (args.reuse and (run_dir / "metrics.json").is_file()):
-                seconds = run_command([py, "efe_cnn.py", "--dataset", dataset, "--runs-dir", OUT / "runs", "--name",
-                                       run_dir.name, "--exist-ok", "--folds", args.folds, "--seed", args.seed,
-                                       "--quiet", *RECIPES[name]], OUT / f"{run_dir.name}.log")
-                print(f"  {crop} {name}: {seconds:.0f} s", flush=True)
-            metrics = json.loads((run_dir / "metrics.json").read_text())
-            per_fold = metrics["per_fold"]
-            folds_seen[(crop, name)] = [r["test_subjects"] for r in per_fold]
-            accs = [r["accuracy"] for r in per_fold]
-            plain = (mean_std([r["plain_accuracy"] for r in per_fold]) + " (this run)"
-                     if "plain_accuracy" in per_fold[0] else "")
-            label = name + (" (transductive)" if "plain_accuracy" in per_fold[0] else "")
-            lines.append(f"| {crop} | {label} | {' '.join(f'{a:.3f}' for a in accs)} | {mean_std(accs)} | {plain} |")
-            print(lines[-1], flush=True)
+    per_seed = {seed: run_seed(seed, crops, recipes, args) for seed in seeds}
+    lines, folds_seen, _ = per_seed[seeds[0]]
     reference = next(iter(folds_seen.values()))
-    if any(v != reference for v in folds_seen.values()):
-        raise SystemExit("the runs' folds differ: not comparable")
+    means = seed_table(per_seed, crops, recipes) if len(seeds) > 1 else []
+    args.seed = seeds[0]
 
     frames = [f"| {name} | {n} | {side:.2f} | {down:.2f} |" for name, folder in
               (("JAFFE", JAFFE), ("RaFD frames", RAFD)) if folder.is_dir()
@@ -135,18 +163,19 @@ def main(argv=None):
     subjects = "; ".join(reference)
     text = (f"JAFFE (10 people, 213 photos, 7 classes, chance 0.143), {args.folds}-fold subject-disjoint CV, seed "
             f"{args.seed}; test subjects per fold: {subjects}\n\n" + "\n".join(lines) + "\n\n"
-            "Haar crop framing, medians (efr.faces.align's ALIGN_SIDE and ALIGN_DOWN):\n\n"
+            + ("Over fold seeds:\n\n" + "\n".join(means) + "\n\n" if means else "")
+            + "Haar crop framing, medians (efr.faces.align's ALIGN_SIDE and ALIGN_DOWN):\n\n"
             "| set | faces | side / eye distance | centre below eyes / eye distance |\n|---|---|---|---|\n"
             + "\n".join(frames) + "\n")
     print(text)
     (OUT / f"results-seed{args.seed}.md").write_text(text)
     print(f"written {OUT / f'results-seed{args.seed}.md'}")
     if args.write_readme:
-        write_readme(lines, subjects, args)
+        write_readme(lines, subjects, args, means)
     return 0
 
 
-def write_readme(lines, subjects, args):
+def write_readme(lines, subjects, args, means=()):
     """README.md's results table: this run's rows, with the command, date and git commit that made them."""
     from datetime import datetime, timezone
 
@@ -162,6 +191,8 @@ def write_readme(lines, subjects, args):
         f"{args.folds} subject-disjoint folds, seed {args.seed}, test people per fold: {subjects}. "
         "A row marked transductive centres each test person's photos together; its last column is the same "
         "model without centring.",
+        *(["", "The same recipes on other fold seeds (each seed deals the 10 people into other folds), so that no "
+           "figure is one lucky draw:", "", *means] if means else []),
         README_END,
     ])
     path = REPO / "README.md"
