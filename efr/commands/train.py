@@ -35,6 +35,7 @@ def add_arguments(parser):
     from efr.models.transfer import TRAINING_DEFAULTS
 
     fer = TRAINING_DEFAULTS["fer2013"]
+    own = TRAINING_DEFAULTS["efrnet"]
     parser.add_argument("--dataset", default="Dataset", help="Dataset folder made by crop.py (default: Dataset)")
     parser.add_argument("--runs-dir", default="runs", help="parent folder of run folders (default: runs)")
     parser.add_argument("--name", help="run folder name (default: <model>-<UTC time>, new each run)")
@@ -64,10 +65,10 @@ def add_arguments(parser):
     parser.add_argument("--batch-size", type=int, default=None,
                         help=f"default {DEFAULT_BATCH_SIZE}; fer2013: {fer['batch_size']}")
     parser.add_argument("--lr", type=float, default=None,
-                        help=f"Adam learning rate (default {DEFAULT_LR}; fer2013: {fer['lr']})")
+                        help=f"Adam learning rate (default {DEFAULT_LR}; fer2013: {fer['lr']}; efrnet: {own['lr']})")
     parser.add_argument("--patience", type=int, default=None,
                         help=f"epochs without a lower validation loss before stopping (default {DEFAULT_PATIENCE}; "
-                        f"fer2013: {fer['patience']}); the best epoch's weights are kept")
+                        f"fer2013: {fer['patience']}; efrnet: {own['patience']}); the best epoch's weights are kept")
     parser.add_argument("--fine-tune-lr", type=float, help="transfer models, phase 2 learning rate (default lr/10)")
     parser.add_argument("--fine-tune-epochs", type=int, help="transfer models, phase 2 maximum epochs "
                         f"(default: --epochs; fer2013: {fer['fine_tune_epochs']}; 0 skips fine-tuning)")
