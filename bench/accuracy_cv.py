@@ -82,7 +82,8 @@ def framing(folder):
 
 
 def run_seed(seed, crops, recipes, args):
-    """Every recipe on one seed's folds: (table lines, {(crop, recipe): test subjects per fold}, {(crop, recipe): means})."""
+    """Every recipe on one seed's folds: (table lines, {(crop, recipe): test subjects per fold},
+    {(crop, recipe): (its label, mean over folds)})."""
     py = sys.executable
     lines = ["| crops | method | accuracy per fold | mean ± sd | without --subject-norm (inductive) |",
              "|---|---|---|---|---|"]
@@ -104,13 +105,14 @@ def run_seed(seed, crops, recipes, args):
             per_fold = metrics["per_fold"]
             folds_seen[(crop, name)] = [r["test_subjects"] for r in per_fold]
             accs = [r["accuracy"] for r in per_fold]
-            means[(crop, name)] = float(np.mean(accs))
             plain = (mean_std([r["plain_accuracy"] for r in per_fold]) + " (this run)"
                      if "plain_accuracy" in per_fold[0] else "")
             label = name + (" (transductive)" if "plain_accuracy" in per_fold[0] else "")
+            means[(crop, name)] = (label, float(np.mean(accs)))
             lines.append(f"| {crop} | {label} | {' '.join(f'{a:.3f}' for a in accs)} | {mean_std(accs)} | {plain} |")
             print(lines[-1], flush=True)
-    if any(v != next(iter(folds_seen.values())) for v in folds_seen.values()):
+    reference = next(iter(folds_seen.values()))
+    if any(v != reference for v in folds_seen.values()):
         raise SystemExit(f"seed {seed}: the runs' folds differ: not comparable")
     return lines, folds_seen, means
 
@@ -122,8 +124,8 @@ def seed_table(per_seed, crops, recipes):
              "|---|---|---|---|"]
     for crop in crops:
         for name in recipes:
-            values = [per_seed[seed][2][(crop, name)] for seed in seeds]
-            label = name + (" (transductive)" if "norm" in name else "")
+            label = per_seed[seeds[0]][2][(crop, name)][0]
+            values = [per_seed[seed][2][(crop, name)][1] for seed in seeds]
             lines.append(f"| {crop} | {label} | {' '.join(f'{v:.3f}' for v in values)} | {mean_std(values)} |")
     print("\n".join(lines), flush=True)
     return lines
@@ -155,27 +157,27 @@ def main(argv=None):
     lines, folds_seen, _ = per_seed[seeds[0]]
     reference = next(iter(folds_seen.values()))
     means = seed_table(per_seed, crops, recipes) if len(seeds) > 1 else []
-    args.seed = seeds[0]
+    seed = seeds[0]  # the seed of the per-fold table
 
     frames = [f"| {name} | {n} | {side:.2f} | {down:.2f} |" for name, folder in
               (("JAFFE", JAFFE), ("RaFD frames", RAFD)) if folder.is_dir()
               for n, side, down in [framing(folder)]]
     subjects = "; ".join(reference)
     text = (f"JAFFE (10 people, 213 photos, 7 classes, chance 0.143), {args.folds}-fold subject-disjoint CV, seed "
-            f"{args.seed}; test subjects per fold: {subjects}\n\n" + "\n".join(lines) + "\n\n"
+            f"{seed}; test subjects per fold: {subjects}\n\n" + "\n".join(lines) + "\n\n"
             + ("Over fold seeds:\n\n" + "\n".join(means) + "\n\n" if means else "")
             + "Haar crop framing, medians (efr.faces.align's ALIGN_SIDE and ALIGN_DOWN):\n\n"
             "| set | faces | side / eye distance | centre below eyes / eye distance |\n|---|---|---|---|\n"
             + "\n".join(frames) + "\n")
     print(text)
-    (OUT / f"results-seed{args.seed}.md").write_text(text)
-    print(f"written {OUT / f'results-seed{args.seed}.md'}")
+    (OUT / f"results-seed{seed}.md").write_text(text)
+    print(f"written {OUT / f'results-seed{seed}.md'}")
     if args.write_readme:
-        write_readme(lines, subjects, args, means)
+        write_readme(lines, subjects, args, seed, means)
     return 0
 
 
-def write_readme(lines, subjects, args, means=()):
+def write_readme(lines, subjects, args, seed, means=()):
     """README.md's results table: this run's rows, with the command, date and git commit that made them."""
     from datetime import datetime, timezone
 
@@ -188,7 +190,7 @@ def write_readme(lines, subjects, args, means=()):
         *lines,
         "",
         f"Written by `{command}` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC (git {git_commit()}); "
-        f"{args.folds} subject-disjoint folds, seed {args.seed}, test people per fold: {subjects}. "
+        f"{args.folds} subject-disjoint folds, seed {seed}, test people per fold: {subjects}. "
         "A row marked transductive centres each test person's photos together; its last column is the same "
         "model without centring.",
         *(["", "The same recipes on other fold seeds (each seed deals the 10 people into other folds), so that no "
