@@ -30,7 +30,7 @@ class DemoSettings:
     gazes: tuple = ("frontal", "left", "right")  # RaFD's three gazes: 3 photos per person and emotion
     render_size: tuple = (681, 1024)  # RaFD's frame size (width, height)
     copies: int = 2  # data_aug.py variants per Train/Valid photo
-    patience: int = 10  # Valid loss of 6 people is noisy: 5 stopped runs while Valid accuracy still rose
+    patience: int = 10  # Valid loss of a few people is noisy: patience 5 stopped runs while Valid accuracy still rose
     held_out_gaze: str = "frontal"  # predict.py runs on the Test subjects' frontal-gaze photos
 
     @property
